@@ -1,0 +1,183 @@
+// What a device reads and writes through: an IOTLB (the device's own, per ASID, or the platform IOMMU
+// domain the bus gave it) turned into zero-copy segments of host memory.
+
+import { ACCESS_READ, ACCESS_WRITE, type Access, DmaFault } from "./errors.js";
+import { IOVA_LAST, type Iotlb } from "./iotlb.js";
+import type { MemoryRegion } from "./region.js";
+
+/**
+ * A reusable list of (region, offset, length) segments. Preallocated once and refilled per request so
+ * translation allocates nothing on the hot path. Offsets are byte offsets into `regions[i].bytes`.
+ */
+export class SegmentList {
+  readonly regions: MemoryRegion[];
+  readonly offsets: Float64Array;
+  readonly lengths: Uint32Array;
+  count = 0;
+  /** Sum of lengths. */
+  total = 0;
+
+  constructor(readonly capacity: number) {
+    this.regions = new Array<MemoryRegion>(capacity);
+    this.offsets = new Float64Array(capacity);
+    this.lengths = new Uint32Array(capacity);
+  }
+
+  clear(): void {
+    this.count = 0;
+    this.total = 0;
+  }
+
+  /** A copy of segment i as a Uint8Array view (allocates: for tests and the control path). */
+  view(i: number): Uint8Array {
+    const off = this.offsets[i];
+    return this.regions[i].bytes.subarray(off, off + this.lengths[i]);
+  }
+
+  /** Concatenated bytes of all segments (allocates: for tests and the control path). */
+  toBytes(): Uint8Array {
+    const out = new Uint8Array(this.total);
+    let at = 0;
+    for (let i = 0; i < this.count; i++) {
+      const off = this.offsets[i];
+      this.regions[i].bytes.copy(out, at, off, off + this.lengths[i]);
+      at += this.lengths[i];
+    }
+    return out;
+  }
+
+  /**
+   * Copies up to `len` bytes of `src` starting at `srcOff` into the segments, in order. Returns the bytes
+   * copied (less than len when the segments are shorter).
+   */
+  copyFrom(src: Buffer, srcOff: number, len: number): number {
+    let done = 0;
+    for (let i = 0; i < this.count && done < len; i++) {
+      const n = Math.min(this.lengths[i], len - done);
+      src.copy(this.regions[i].bytes, this.offsets[i], srcOff + done, srcOff + done + n);
+      done += n;
+    }
+    return done;
+  }
+
+  /** Copies up to `len` bytes out of the segments, in order, into dst at dstOff. Returns bytes copied. */
+  copyTo(dst: Uint8Array, dstOff: number, len: number): number {
+    let done = 0;
+    for (let i = 0; i < this.count && done < len; i++) {
+      const n = Math.min(this.lengths[i], len - done);
+      const off = this.offsets[i];
+      this.regions[i].bytes.copy(dst, dstOff + done, off, off + n);
+      done += n;
+    }
+    return done;
+  }
+}
+
+/** Where a ring area lives: one region and an offset in it. */
+export interface ContiguousArea {
+  region: MemoryRegion;
+  offset: number;
+}
+
+export class AddressSpace {
+  constructor(
+    public iotlb: Iotlb,
+    readonly name = iotlb.name,
+  ) {}
+
+  /** Changes which IOTLB this space reads (a virtqueue group moved to another ASID). */
+  attach(iotlb: Iotlb): void {
+    this.iotlb = iotlb;
+  }
+
+  /** Bumps whenever the mapping seen through this space may have changed. */
+  get generation(): number {
+    return this.iotlb.generation;
+  }
+
+  /**
+   * Appends the segments backing [iova, iova + len) to `out`, or throws a DmaFault. Adjacent entries that
+   * continue the same region are merged into one segment. A zero length appends nothing.
+   */
+  translateInto(iova: number, len: number, access: Access, out: SegmentList): void {
+    if (len === 0) return;
+    const last = iova + len - 1;
+    if (!(iova >= 0 && last <= IOVA_LAST)) throw new DmaFault("ADDR_OVERFLOW", iova, len, access);
+    const t = this.iotlb;
+    const firsts = t.firsts;
+    const lasts = t.lasts;
+    let cur = iova;
+    for (;;) {
+      // Binary search inlined from Iotlb.find(): this runs once per descriptor.
+      let lo = 0;
+      let hi = firsts.length - 1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >>> 1;
+        if (firsts[mid] <= cur) lo = mid + 1;
+        else hi = mid - 1;
+      }
+      if (hi < 0 || lasts[hi] < cur)
+        throw new DmaFault("IOTLB_MISS", iova, len, access, `at 0x${cur.toString(16)}`);
+      if ((t.perms[hi] & access) === 0) {
+        throw new DmaFault("IOTLB_PERM", iova, len, access, `entry is ${permName(t.perms[hi])}`);
+      }
+      const entryLast = lasts[hi];
+      const end = Math.min(last, entryLast);
+      const n = end - cur + 1;
+      const region = t.regions[hi];
+      const off = t.offsets[hi] + (cur - firsts[hi]);
+      const k = out.count;
+      if (k > 0 && out.regions[k - 1] === region && out.offsets[k - 1] + out.lengths[k - 1] === off) {
+        out.lengths[k - 1] += n;
+      } else {
+        if (k === out.capacity) throw new DmaFault("SEGMENTS_EXHAUSTED", iova, len, access);
+        out.regions[k] = region;
+        out.offsets[k] = off;
+        out.lengths[k] = n;
+        out.count = k + 1;
+      }
+      out.total += n;
+      if (end === last) return;
+      cur = end + 1;
+    }
+  }
+
+  /** Convenience: the segments of one buffer as a fresh list (allocates; not for hot paths). */
+  translate(iova: number, len: number, access: Access, maxSegments = 64): SegmentList {
+    const out = new SegmentList(maxSegments);
+    this.translateInto(iova, len, access, out);
+    return out;
+  }
+
+  /**
+   * Resolves a ring area that must be one contiguous piece of one region, aligned to `align` bytes
+   * within it (typed-array views need that). Used at queue setup and after a remap, not per request.
+   */
+  contiguous(iova: number, len: number, access: Access, align: number): ContiguousArea {
+    const segs = this.translate(iova, len, access, 4);
+    if (segs.count !== 1) {
+      throw new DmaFault("NOT_CONTIGUOUS", iova, len, access, `spans ${segs.count} regions`);
+    }
+    const offset = segs.offsets[0];
+    if ((segs.regions[0].bytes.byteOffset + offset) % align !== 0) {
+      throw new DmaFault("NOT_CONTIGUOUS", iova, len, access, `host offset not ${align}-byte aligned`);
+    }
+    return { region: segs.regions[0], offset };
+  }
+
+  /** Reads len bytes at iova (control path: config, control queue payloads). */
+  read(iova: number, len: number): Uint8Array {
+    return this.translate(iova, len, ACCESS_READ, 1024).toBytes();
+  }
+
+  /** Writes data at iova (control path). */
+  write(iova: number, data: Uint8Array): void {
+    const segs = this.translate(iova, data.length, ACCESS_WRITE, 1024);
+    const src = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    segs.copyFrom(src, 0, data.length);
+  }
+}
+
+function permName(perm: number): string {
+  return perm === 1 ? "read-only" : perm === 2 ? "write-only" : "read-write";
+}

@@ -1,0 +1,5 @@
+export * from "./address-space.js";
+export * from "./dma-pool.js";
+export * from "./errors.js";
+export * from "./iotlb.js";
+export * from "./region.js";
