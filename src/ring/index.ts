@@ -8,11 +8,11 @@ import type { DeviceRing, DeviceRingOptions, DriverRing, DriverRingOptions, Ring
 
 export * from "./chain.js";
 export * from "./errors.js";
+export * from "./loopback.js";
 export { PackedDeviceRing } from "./packed-device.js";
 export { PackedDriverRing } from "./packed-driver.js";
 export { SplitDeviceRing } from "./split-device.js";
 export { SplitDriverRing } from "./split-driver.js";
-export * from "./loopback.js";
 export type * from "./types.js";
 
 /** The device side of a queue in either format. */

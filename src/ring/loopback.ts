@@ -36,7 +36,8 @@ export function createLoopback<T>(opts: LoopbackOptions): Loopback<T> {
   const iotlb = new Iotlb(`${opts.format}-iotlb`);
   const entries = opts.iotlbEntries ?? 1;
   const chunk = poolSize / entries;
-  if (!Number.isInteger(chunk) || chunk % 4096 !== 0) throw new RangeError("pool size must split into page-sized entries");
+  if (!Number.isInteger(chunk) || chunk % 4096 !== 0)
+    throw new RangeError("pool size must split into page-sized entries");
   iotlb.begin();
   for (let k = 0; k < entries; k++) iotlb.map(pool.iovaBase + k * chunk, chunk, pool.region, k * chunk, 3);
   iotlb.commit();
@@ -57,6 +58,7 @@ export function createLoopback<T>(opts: LoopbackOptions): Loopback<T> {
     eventIdx: opts.eventIdx ?? false,
     maxChain: opts.maxChain,
   };
-  const device: DeviceRing = opts.format === "packed" ? new PackedDeviceRing(devOpts) : new SplitDeviceRing(devOpts);
+  const device: DeviceRing =
+    opts.format === "packed" ? new PackedDeviceRing(devOpts) : new SplitDeviceRing(devOpts);
   return { pool, iotlb, space, driver, device };
 }
