@@ -1,6 +1,7 @@
 // What a device reads and writes through: an IOTLB (the device's own, per ASID, or the platform IOMMU
 // domain the bus gave it) turned into zero-copy segments of host memory.
 
+import { copyRegion } from "./copy.js";
 import { ACCESS_READ, ACCESS_WRITE, type Access, DmaFault } from "./errors.js";
 import { IOVA_LAST, type Iotlb } from "./iotlb.js";
 import type { MemoryRegion } from "./region.js";
@@ -50,11 +51,22 @@ export class SegmentList {
    * Copies up to `len` bytes of `src` starting at `srcOff` into the segments, in order. Returns the bytes
    * copied (less than len when the segments are shorter).
    */
-  copyFrom(src: Buffer, srcOff: number, len: number): number {
+  copyFrom(src: Uint8Array, srcOff: number, len: number): number {
     let done = 0;
     for (let i = 0; i < this.count && done < len; i++) {
       const n = Math.min(this.lengths[i], len - done);
-      src.copy(this.regions[i].bytes, this.offsets[i], srcOff + done, srcOff + done + n);
+      this.regions[i].bytes.set(src.subarray(srcOff + done, srcOff + done + n), this.offsets[i]);
+      done += n;
+    }
+    return done;
+  }
+
+  /** Like copyFrom, from a region (device-private memory): the allocation-free hot-path variant. */
+  copyFromRegion(src: MemoryRegion, srcOff: number, len: number): number {
+    let done = 0;
+    for (let i = 0; i < this.count && done < len; i++) {
+      const n = Math.min(this.lengths[i], len - done);
+      copyRegion(src, srcOff + done, this.regions[i], this.offsets[i], n);
       done += n;
     }
     return done;
@@ -67,6 +79,17 @@ export class SegmentList {
       const n = Math.min(this.lengths[i], len - done);
       const off = this.offsets[i];
       this.regions[i].bytes.copy(dst, dstOff + done, off, off + n);
+      done += n;
+    }
+    return done;
+  }
+
+  /** Like copyTo, into a region: the allocation-free hot-path variant. */
+  copyToRegion(dst: MemoryRegion, dstOff: number, len: number): number {
+    let done = 0;
+    for (let i = 0; i < this.count && done < len; i++) {
+      const n = Math.min(this.lengths[i], len - done);
+      copyRegion(this.regions[i], this.offsets[i], dst, dstOff + done, n);
       done += n;
     }
     return done;
@@ -159,7 +182,7 @@ export class AddressSpace {
       throw new DmaFault("NOT_CONTIGUOUS", iova, len, access, `spans ${segs.count} regions`);
     }
     const offset = segs.offsets[0];
-    if ((segs.regions[0].bytes.byteOffset + offset) % align !== 0) {
+    if (offset % align !== 0) {
       throw new DmaFault("NOT_CONTIGUOUS", iova, len, access, `host offset not ${align}-byte aligned`);
     }
     return { region: segs.regions[0], offset };
@@ -173,8 +196,7 @@ export class AddressSpace {
   /** Writes data at iova (control path). */
   write(iova: number, data: Uint8Array): void {
     const segs = this.translate(iova, data.length, ACCESS_WRITE, 1024);
-    const src = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    segs.copyFrom(src, 0, data.length);
+    segs.copyFrom(data, 0, data.length);
   }
 }
 

@@ -1,4 +1,5 @@
 export * from "./address-space.js";
+export * from "./copy.js";
 export * from "./dma-pool.js";
 export * from "./errors.js";
 export * from "./iotlb.js";

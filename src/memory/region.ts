@@ -14,6 +14,8 @@ export interface MemoryRegion {
    * view object per call: the hot path's reason to prefer it over subarray()).
    */
   readonly bytes: Buffer;
+  /** The whole region as 32-bit words (length size >>> 2), for descriptor reads and small copies. */
+  readonly words: Uint32Array;
 }
 
 /** The largest region we create: keeps every region offset a small, exact integer. */
@@ -22,6 +24,7 @@ export const MAX_REGION_SIZE = 2 ** 40;
 /** A region over a SharedArrayBuffer: shareable with worker threads, zero-filled at creation. */
 export class SharedMemoryRegion implements MemoryRegion {
   readonly bytes: Buffer;
+  readonly words: Uint32Array;
   readonly buffer: SharedArrayBuffer;
 
   constructor(
@@ -33,6 +36,7 @@ export class SharedMemoryRegion implements MemoryRegion {
     }
     this.buffer = new SharedArrayBuffer(size);
     this.bytes = Buffer.from(this.buffer);
+    this.words = new Uint32Array(this.buffer, 0, size >>> 2);
   }
 }
 
@@ -42,19 +46,4 @@ export function u16View(region: MemoryRegion, offset: number, count: number): Ui
 }
 export function u32View(region: MemoryRegion, offset: number, count: number): Uint32Array {
   return new Uint32Array(region.bytes.buffer, region.bytes.byteOffset + offset, count);
-}
-
-const wordViews = new WeakMap<MemoryRegion, Uint32Array>();
-/**
- * The whole region as 32-bit words (cached per region), so descriptor tables anywhere in it can be read
- * without creating a view per request. Requires the region to start 4-byte aligned, which every
- * ArrayBuffer and mapping does.
- */
-export function regionWords(region: MemoryRegion): Uint32Array {
-  let words = wordViews.get(region);
-  if (!words) {
-    words = new Uint32Array(region.bytes.buffer, region.bytes.byteOffset, region.bytes.byteLength >>> 2);
-    wordViews.set(region, words);
-  }
-  return words;
 }

@@ -6,7 +6,6 @@ import {
   ACCESS_WRITE,
   type AddressSpace,
   type MemoryRegion,
-  regionWords,
   SegmentList,
 } from "../memory/index.js";
 import { RingError } from "./errors.js";
@@ -105,9 +104,8 @@ export class IndirectTableReader {
     segs.clear();
     space.translateInto(addr, len, ACCESS_READ, segs);
     const region: MemoryRegion = segs.regions[0];
-    const byteAt = region.bytes.byteOffset + segs.offsets[0];
-    if (segs.count === 1 && (byteAt & 3) === 0) {
-      this.words = regionWords(region);
+    if (segs.count === 1 && (segs.offsets[0] & 3) === 0) {
+      this.words = region.words;
       this.base = segs.offsets[0] / 4;
     } else {
       segs.copyTo(this.scratchBytes, 0, len);

@@ -1,0 +1,67 @@
+// `npm run bench -- [ring] [--seconds S] [--case SUBSTRING]`: runs the named benchmarks and prints one
+// JSON line per case, each with its baseline from the same run and the ratio.
+
+import { runCBaseline } from "./c-baseline.js";
+import { ringCases, runRingCase } from "./ring.js";
+
+interface Args {
+  benches: string[];
+  seconds: number;
+  filter: string | undefined;
+}
+
+const KNOWN = ["ring"];
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { benches: [], seconds: 0.25, filter: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--seconds") args.seconds = Number(argv[++i]);
+    else if (a === "--case") args.filter = argv[++i];
+    else if (KNOWN.includes(a)) args.benches.push(a);
+    else {
+      console.error(
+        `unknown benchmark or option "${a}"; benchmarks: ${KNOWN.join(", ")}; options: --seconds S, --case SUBSTRING`,
+      );
+      process.exit(2);
+    }
+  }
+  if (!(args.seconds > 0)) {
+    console.error("--seconds needs a positive number");
+    process.exit(2);
+  }
+  if (args.benches.length === 0) args.benches = KNOWN;
+  return args;
+}
+
+async function ring(args: Args): Promise<void> {
+  const cases = ringCases().filter((c) => !args.filter || c.name.includes(args.filter));
+  process.stderr.write(`ring: ${cases.length} cases, C baseline first (gcc -O2)...\n`);
+  const baseline = await runCBaseline({ seconds: args.seconds, cases: cases.map((c) => c.name) });
+  for (const [i, c] of cases.entries()) {
+    process.stderr.write(`ring: [${i + 1}/${cases.length}] ${c.name}\n`);
+    const value = runRingCase(c, args.seconds);
+    const base = baseline.get(c.name);
+    if (base === undefined) throw new Error(`C baseline printed no figure for ${c.name}`);
+    console.log(
+      JSON.stringify({
+        bench: "ring",
+        case: c.name,
+        value: round(value),
+        unit: "Mreq/s",
+        baseline: round(base),
+        ratio: round(value / base, 3),
+      }),
+    );
+  }
+}
+
+function round(v: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(v * f) / f;
+}
+
+const args = parseArgs(process.argv.slice(2));
+for (const bench of args.benches) {
+  if (bench === "ring") await ring(args);
+}
