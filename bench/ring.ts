@@ -3,6 +3,7 @@
 // -> driver reclaim. The C program in bench/c/ring_baseline.c does the same work; both run here, in the
 // same process tree, so the ratio is meaningful on a noisy machine.
 
+import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { SharedMemoryRegion } from "../src/memory/index.js";
 import { BufferList, Chain, createLoopback, type RingFormat } from "../src/ring/index.js";
 
@@ -95,4 +96,24 @@ export function runRingCase(c: RingCase, seconds: number): number {
   }
   if (kicks + notifies < 0) throw new Error("unreachable: keeps the decisions live");
   return done / elapsed / 1e6;
+}
+
+/**
+ * Runs a case in a worker thread of its own: a fresh isolate, so the JIT's type feedback from earlier
+ * cases (split rings at a call site that later sees packed ones) cannot slow a later case down.
+ */
+export function runRingCaseIsolated(c: RingCase, seconds: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL(import.meta.url), { workerData: { ringCase: c, seconds } });
+    worker.once("message", (value: number) => resolve(value));
+    worker.once("error", reject);
+    worker.once("exit", (code) => {
+      if (code !== 0) reject(new Error(`${c.name}: benchmark worker exited with ${code}`));
+    });
+  });
+}
+
+if (!isMainThread && workerData?.ringCase) {
+  const { ringCase, seconds } = workerData as { ringCase: RingCase; seconds: number };
+  parentPort?.postMessage(runRingCase(ringCase, seconds));
 }

@@ -2,7 +2,7 @@
 // domain the bus gave it) turned into zero-copy segments of host memory.
 
 import { copyRegion } from "./copy.js";
-import { ACCESS_READ, ACCESS_WRITE, type Access, DmaFault } from "./errors.js";
+import { ACCESS_READ, ACCESS_WRITE, type Access, DmaFault, type DmaFaultCode } from "./errors.js";
 import { IOVA_LAST, type Iotlb } from "./iotlb.js";
 import type { MemoryRegion } from "./region.js";
 
@@ -125,7 +125,7 @@ export class AddressSpace {
   translateInto(iova: number, len: number, access: Access, out: SegmentList): void {
     if (len === 0) return;
     const last = iova + len - 1;
-    if (!(iova >= 0 && last <= IOVA_LAST)) throw new DmaFault("ADDR_OVERFLOW", iova, len, access);
+    if (!(iova >= 0 && last <= IOVA_LAST)) throw simpleFault("ADDR_OVERFLOW", iova, len, access);
     const t = this.iotlb;
     const firsts = t.firsts;
     const lasts = t.lasts;
@@ -139,11 +139,8 @@ export class AddressSpace {
         if (firsts[mid] <= cur) lo = mid + 1;
         else hi = mid - 1;
       }
-      if (hi < 0 || lasts[hi] < cur)
-        throw new DmaFault("IOTLB_MISS", iova, len, access, `at 0x${cur.toString(16)}`);
-      if ((t.perms[hi] & access) === 0) {
-        throw new DmaFault("IOTLB_PERM", iova, len, access, `entry is ${permName(t.perms[hi])}`);
-      }
+      if (hi < 0 || lasts[hi] < cur) throw missFault(iova, len, access, cur);
+      if ((t.perms[hi] & access) === 0) throw permFault(iova, len, access, t.perms[hi]);
       const entryLast = lasts[hi];
       const end = Math.min(last, entryLast);
       const n = end - cur + 1;
@@ -153,7 +150,7 @@ export class AddressSpace {
       if (k > 0 && out.regions[k - 1] === region && out.offsets[k - 1] + out.lengths[k - 1] === off) {
         out.lengths[k - 1] += n;
       } else {
-        if (k === out.capacity) throw new DmaFault("SEGMENTS_EXHAUSTED", iova, len, access);
+        if (k === out.capacity) throw simpleFault("SEGMENTS_EXHAUSTED", iova, len, access);
         out.regions[k] = region;
         out.offsets[k] = off;
         out.lengths[k] = n;
@@ -200,6 +197,17 @@ export class AddressSpace {
   }
 }
 
-function permName(perm: number): string {
-  return perm === 1 ? "read-only" : perm === 2 ? "write-only" : "read-write";
+// Fault construction lives out of line so translateInto stays small enough for V8 to inline into the
+// descriptor walk.
+function missFault(iova: number, len: number, access: number, at: number): DmaFault {
+  return new DmaFault("IOTLB_MISS", iova, len, access, `at 0x${at.toString(16)}`);
+}
+
+function permFault(iova: number, len: number, access: number, perm: number): DmaFault {
+  const name = perm === 1 ? "read-only" : perm === 2 ? "write-only" : "read-write";
+  return new DmaFault("IOTLB_PERM", iova, len, access, `entry is ${name}`);
+}
+
+function simpleFault(code: DmaFaultCode, iova: number, len: number, access: number): DmaFault {
+  return new DmaFault(code, iova, len, access);
 }

@@ -44,3 +44,15 @@ export class RingError extends Error {
 export function isDatapathFault(err: unknown): err is Error & { code: string } {
   return err instanceof Error && (err.name === "RingError" || err.name === "DmaFault");
 }
+
+// Constructors for the hot paths' faults, kept out of line so the functions that may throw them stay small
+// enough to be inlined.
+
+/** A fault in the chain whose head (split) or id (packed) is `chain`. */
+export function ringFault(code: RingErrorCode, chain: number, what: string): RingError {
+  return new RingError(code, `chain ${chain}: ${what}`);
+}
+
+export function availJump(idx: number, last: number, num: number): RingError {
+  return new RingError("AVAIL_IDX_JUMP", `avail idx ${idx} is more than ${num} ahead of ${last}`);
+}

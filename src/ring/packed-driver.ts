@@ -132,9 +132,8 @@ export class PackedDriverRing<T> implements DriverRing<T> {
       const base = id * this.maxIndirect * 4;
       for (let k = 0; k < n; k++) {
         const w = base + k * 4;
-        const addr = bufs.addrs[k];
-        table[w] = addr >>> 0;
-        table[w + 1] = (addr / TWO_32) >>> 0;
+        table[w] = bufs.addrLo[k];
+        table[w + 1] = bufs.addrHi[k];
         table[w + 2] = bufs.lens[k];
         table[w + 3] = (k >= out ? VRING_DESC_F_WRITE : 0) << 16;
       }
@@ -152,9 +151,8 @@ export class PackedDriverRing<T> implements DriverRing<T> {
       headFlags = 0;
       for (let k = 0; k < n; k++) {
         const w = slot * 4;
-        const addr = bufs.addrs[k];
-        words[w] = addr >>> 0;
-        words[w + 1] = (addr / TWO_32) >>> 0;
+        words[w] = bufs.addrLo[k];
+        words[w + 1] = bufs.addrHi[k];
         words[w + 2] = bufs.lens[k];
         const flags =
           (k + 1 < n ? VRING_DESC_F_NEXT : 0) |

@@ -14,7 +14,7 @@ import {
   vringNeedEvent,
 } from "../spec/ring-layout.js";
 import { type Chain, DEFAULT_MAX_CHAIN, IndirectTableReader } from "./chain.js";
-import { RingError } from "./errors.js";
+import { availJump, ringFault } from "./errors.js";
 import { addrOf, checkQueueSize } from "./host.js";
 import type { DeviceRing, DeviceRingOptions, RingAddresses, RingState } from "./types.js";
 
@@ -104,18 +104,12 @@ export class SplitDeviceRing implements DeviceRing {
       // Acquire load of avail.idx: ring entries before it are visible after this (spec 2.7.13).
       const idx = Atomics.load(this.avail, 1);
       if (idx === last) return false;
-      if (((idx - last) & 0xffff) > this.num) {
-        throw new RingError("AVAIL_IDX_JUMP", `avail idx ${idx} is more than ${this.num} ahead of ${last}`);
-      }
+      if (((idx - last) & 0xffff) > this.num) throw availJump(idx, last, this.num);
       this.availShadow = idx;
     }
     const head = this.avail[2 + (last & this.mask)];
-    if (head >= this.num) {
-      throw new RingError(
-        "DESC_OUT_OF_RANGE",
-        `head ${head} at avail slot ${last} past queue size ${this.num}`,
-      );
-    }
+    if (head >= this.num)
+      throw ringFault("DESC_OUT_OF_RANGE", head, `head at avail slot ${last} past queue size ${this.num}`);
     chain.reset();
     chain.id = head;
     chain.descCount = 1;
@@ -134,9 +128,7 @@ export class SplitDeviceRing implements DeviceRing {
     let inIndirect = false;
     const space = this.bufferSpace;
     for (;;) {
-      if (++count > limit) {
-        throw new RingError("DESC_LOOP", `chain ${head}: more than ${limit} descriptors, a loop`);
-      }
+      if (++count > limit) throw ringFault("DESC_LOOP", head, `more than ${limit} descriptors, a loop`);
       // Read every field once: the driver may rewrite the table while we look (TOCTOU).
       const w = base + idx * 4;
       const addr = addrOf(words[w], words[w + 1]);
@@ -144,11 +136,9 @@ export class SplitDeviceRing implements DeviceRing {
       const flagsNext = words[w + 3];
       const flags = flagsNext & 0xffff;
       if (flags & VRING_DESC_F_INDIRECT) {
-        if (inIndirect)
-          throw new RingError("NESTED_INDIRECT", `chain ${head}: indirect descriptor in an indirect table`);
-        if (flags & VRING_DESC_F_NEXT) {
-          throw new RingError("INDIRECT_WITH_NEXT", `chain ${head}: indirect descriptor with NEXT set`);
-        }
+        if (inIndirect) throw ringFault("NESTED_INDIRECT", head, "indirect descriptor in an indirect table");
+        if (flags & VRING_DESC_F_NEXT)
+          throw ringFault("INDIRECT_WITH_NEXT", head, "indirect descriptor with NEXT set");
         limit = this.indirect.load(space, addr, len, head);
         words = this.indirect.words;
         base = this.indirect.base;
@@ -160,9 +150,7 @@ export class SplitDeviceRing implements DeviceRing {
       chain.addDescriptor(space, addr, len, (flags & VRING_DESC_F_WRITE) !== 0);
       if ((flags & VRING_DESC_F_NEXT) === 0) return;
       idx = flagsNext >>> 16;
-      if (idx >= limit) {
-        throw new RingError("DESC_OUT_OF_RANGE", `chain ${head}: next ${idx} past table of ${limit}`);
-      }
+      if (idx >= limit) throw ringFault("DESC_OUT_OF_RANGE", head, `next ${idx} past table of ${limit}`);
     }
   }
 

@@ -119,9 +119,8 @@ export class SplitDriverRing<T> implements DriverRing<T> {
       const base = head * this.maxIndirect * 4;
       for (let k = 0; k < n; k++) {
         const w = base + k * 4;
-        const addr = bufs.addrs[k];
-        words[w] = addr >>> 0;
-        words[w + 1] = (addr / TWO_32) >>> 0;
+        words[w] = bufs.addrLo[k];
+        words[w + 1] = bufs.addrHi[k];
         words[w + 2] = bufs.lens[k];
         const flags = (k + 1 < n ? VRING_DESC_F_NEXT : 0) | (k >= out ? VRING_DESC_F_WRITE : 0);
         words[w + 3] = flags | ((k + 1) << 16);
@@ -137,10 +136,9 @@ export class SplitDriverRing<T> implements DriverRing<T> {
       let i = head;
       for (let k = 0; k < n; k++) {
         const w = i * 4;
-        const addr = bufs.addrs[k];
         const nxt = this.next[i];
-        desc[w] = addr >>> 0;
-        desc[w + 1] = (addr / TWO_32) >>> 0;
+        desc[w] = bufs.addrLo[k];
+        desc[w + 1] = bufs.addrHi[k];
         desc[w + 2] = bufs.lens[k];
         const flags = (k + 1 < n ? VRING_DESC_F_NEXT : 0) | (k >= out ? VRING_DESC_F_WRITE : 0);
         desc[w + 3] = flags | (nxt << 16);
