@@ -7,6 +7,7 @@ export const ERRNO = {
   EPERM: { errno: 1, text: "Operation not permitted" },
   ENOENT: { errno: 2, text: "No such file or directory" },
   EIO: { errno: 5, text: "Input/output error" },
+  EBADF: { errno: 9, text: "Bad file descriptor" },
   E2BIG: { errno: 7, text: "Argument list too long" },
   EAGAIN: { errno: 11, text: "Resource temporarily unavailable" },
   ENOMEM: { errno: 12, text: "Cannot allocate memory" },
