@@ -1,0 +1,1 @@
+export * from "./vhost-vdpa.js";
