@@ -4,3 +4,4 @@ export * from "./dma.js";
 export * from "./errors.js";
 export * from "./mgmt-types.js";
 export * from "./vdpa-bus.js";
+export * from "./mgmt.js";

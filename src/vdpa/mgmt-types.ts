@@ -42,11 +42,12 @@ export const VDPA_ATTR = {
   DEV_BLK_READ_ONLY: 35,
   DEV_BLK_FLUSH: 36,
   /**
-   * vdpa-ts extensions, numbered far past Linux's (VDPA_ATTR_MAX is 37 and grows slowly) so a future
-   * Linux attribute never collides: blk disk size in bytes, and a backing file path.
+   * vdpa-ts extensions, numbered well past Linux's (VDPA_ATTR_MAX is 37 and grows slowly) so a future
+   * Linux attribute does not collide, yet below 64 so attribute masks stay 64-bit as in Linux: blk disk
+   * size in bytes, and a backing file path.
    */
-  VDPATS_BLK_SIZE: 1000,
-  VDPATS_BLK_BACKING_FILE: 1001,
+  VDPATS_BLK_SIZE: 60,
+  VDPATS_BLK_BACKING_FILE: 61,
 } as const;
 
 export type VdpaAttrName = keyof typeof VDPA_ATTR;
