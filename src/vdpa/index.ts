@@ -2,6 +2,6 @@ export * from "./config-ops.js";
 export * from "./device.js";
 export * from "./dma.js";
 export * from "./errors.js";
+export * from "./mgmt.js";
 export * from "./mgmt-types.js";
 export * from "./vdpa-bus.js";
-export * from "./mgmt.js";
