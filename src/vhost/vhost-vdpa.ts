@@ -445,8 +445,8 @@ export class VhostVdpa {
     this.iotlbMessage(asid, () => {
       const as = this.asFor(asid, false);
       if (!as) throw new VdpaError("EINVAL", `no address space ${asid}`);
-      const [first, len] = size === 0 ? [0, IOVA_LAST + 1] : [iova, size];
-      this.unmapRange(asid, as, first, len);
+      if (size === 0) this.unmapRange(asid, as, 0, IOVA_LAST);
+      else this.unmapRange(asid, as, iova, iova + size - 1);
     });
   }
 
@@ -502,20 +502,29 @@ export class VhostVdpa {
     return as;
   }
 
-  private unmapRange(asid: number, as: AsState, iova: number, size: number): void {
-    as.iotlb.unmap(iova, size);
+  /**
+   * Linux vhost_vdpa_iotlb_unmap: every mapping that overlaps [iova, last] is removed WHOLE (vhost's
+   * IOTLB never splits a user's mapping); dma_map devices hear of each, set_map devices get the new table
+   * once (or at batch end), the platform domain is updated.
+   */
+  private unmapRange(asid: number, as: AsState, iova: number, last: number): void {
     const ops = this.dev.ops;
-    if (ops.dmaUnmap) ops.dmaUnmap(asid, iova, size);
-    else if (ops.setMap) {
-      if (!this.inBatch) ops.setMap(asid, as.iotlb);
-    } else this.platformIotlb().unmap(iova, size);
+    for (const e of as.iotlb.entries()) {
+      if (e.last < iova || e.first > last) continue;
+      const first = e.first;
+      const size = e.last - e.first + 1;
+      as.iotlb.unmap(first, size);
+      if (ops.dmaUnmap) ops.dmaUnmap(asid, first, size);
+      else if (!ops.setMap) this.platformIotlb().unmap(first, size);
+    }
+    if (ops.setMap && !ops.dmaUnmap && !this.inBatch) ops.setMap(asid, as.iotlb);
   }
 
   /** Linux vhost_vdpa_remove_as: drop every mapping of the ASID and tell the device. */
   private removeAs(asid: number): void {
     const as = this.spaces.get(asid);
     if (!as) return;
-    if (as.iotlb.size > 0) this.unmapRange(asid, as, 0, IOVA_LAST + 1);
+    if (as.iotlb.size > 0) this.unmapRange(asid, as, 0, IOVA_LAST);
     this.dev.ops.resetMap?.(asid);
     this.spaces.delete(asid);
   }
