@@ -37,8 +37,12 @@ export class Iotlb {
   offsets: number[] = [];
   perms: number[] = [];
   regions: MemoryRegion[] = [];
-  /** Incremented on every commit, so cached translations (ring area views) know to refresh. */
-  generation = 0;
+  /**
+   * Changes on every commit, so cached translations (ring area views) know to refresh. Values come from one
+   * counter shared by all IOTLBs, so a space re-attached to another IOTLB can never see an equal number by
+   * chance and keep using views of the old one.
+   */
+  generation = nextGeneration();
 
   constructor(readonly name = "iotlb") {}
 
@@ -154,8 +158,13 @@ export class Iotlb {
     this.offsets = entries.map((e) => e.offset);
     this.perms = entries.map((e) => e.perm);
     this.regions = entries.map((e) => e.region);
-    this.generation++;
+    this.generation = nextGeneration();
   }
+}
+
+let generations = 0;
+function nextGeneration(): number {
+  return ++generations;
 }
 
 function checkRange(name: string, iova: number, size: number): number {
