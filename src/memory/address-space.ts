@@ -84,13 +84,22 @@ export class SegmentList {
     return done;
   }
 
-  /** Like copyTo, into a region: the allocation-free hot-path variant. */
-  copyToRegion(dst: MemoryRegion, dstOff: number, len: number): number {
+  /**
+   * Like copyTo, into a region: the allocation-free hot-path variant. Starts `skip` bytes into the
+   * segments (past a request header, say).
+   */
+  copyToRegion(dst: MemoryRegion, dstOff: number, len: number, skip = 0): number {
     let done = 0;
     for (let i = 0; i < this.count && done < len; i++) {
-      const n = Math.min(this.lengths[i], len - done);
-      copyRegion(this.regions[i], this.offsets[i], dst, dstOff + done, n);
+      const segLen = this.lengths[i];
+      if (skip >= segLen) {
+        skip -= segLen;
+        continue;
+      }
+      const n = Math.min(segLen - skip, len - done);
+      copyRegion(this.regions[i], this.offsets[i] + skip, dst, dstOff + done, n);
       done += n;
+      skip = 0;
     }
     return done;
   }

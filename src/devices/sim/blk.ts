@@ -57,7 +57,6 @@ import type { DmaModel } from "../../vdpa/dma.js";
 import { ERRNO, type ErrnoName, VdpaError } from "../../vdpa/errors.js";
 import { attrBit, type DevSetConfig, type MgmtDev } from "../../vdpa/mgmt-types.js";
 import {
-  copySegmentsToRegion,
   createVdpaSim,
   type SimMgmtDevOptions,
   VDPASIM_FEATURES,
@@ -136,7 +135,7 @@ export class RamBlkStorage implements BlkStorage {
   }
 
   writeFrom(pos: number, segs: SegmentList, skip: number, len: number): number {
-    return copySegmentsToRegion(segs, skip, this.region, pos, len);
+    return segs.copyToRegion(this.region, pos, len, skip);
   }
 
   zero(pos: number, len: number): void {

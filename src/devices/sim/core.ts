@@ -840,32 +840,6 @@ export function provisionFeatures(requested: bigint | undefined, offered: bigint
   return requested;
 }
 
-// ---- Copies between segments and device-private memory, at an offset into the segments ----
-// SegmentList's own copies start at its first byte; requests need to skip headers.
-
-/** Copies up to `len` bytes of `segs`, starting `skip` bytes in, into `dst` at `dstOff`. Returns the count. */
-export function copySegmentsToRegion(
-  segs: SegmentList,
-  skip: number,
-  dst: MemoryRegion,
-  dstOff: number,
-  len: number,
-): number {
-  let done = 0;
-  for (let i = 0; i < segs.count && done < len; i++) {
-    const segLen = segs.lengths[i];
-    if (skip >= segLen) {
-      skip -= segLen;
-      continue;
-    }
-    const n = Math.min(segLen - skip, len - done);
-    copyRegion(segs.regions[i], segs.offsets[i] + skip, dst, dstOff + done, n);
-    done += n;
-    skip = 0;
-  }
-  return done;
-}
-
 /** Writes one byte at `pos` in `segs`; false when pos is past their end. */
 export function writeSegmentByte(segs: SegmentList, pos: number, value: number): boolean {
   for (let i = 0; i < segs.count; i++) {
