@@ -22,7 +22,6 @@
 import {
   ACCESS_READ,
   type AddressSpace,
-  copyRegion,
   DmaFault,
   IOVA_LAST,
   Iotlb,
