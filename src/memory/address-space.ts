@@ -133,8 +133,9 @@ export class AddressSpace {
    */
   translateInto(iova: number, len: number, access: Access, out: SegmentList): void {
     if (len === 0) return;
+    // Compare by subtraction: iova + len can round in a double once it passes 2^53, hiding an overflow.
+    if (!(iova >= 0 && iova <= IOVA_LAST - (len - 1))) throw simpleFault("ADDR_OVERFLOW", iova, len, access);
     const last = iova + len - 1;
-    if (!(iova >= 0 && last <= IOVA_LAST)) throw simpleFault("ADDR_OVERFLOW", iova, len, access);
     const t = this.iotlb;
     const firsts = t.firsts;
     const lasts = t.lasts;
@@ -183,9 +184,15 @@ export class AddressSpace {
    * within it (typed-array views need that). Used at queue setup and after a remap, not per request.
    */
   contiguous(iova: number, len: number, access: Access, align: number): ContiguousArea {
-    const segs = this.translate(iova, len, access, 4);
+    // One segment is all a ring area may have: a second one already means NOT_CONTIGUOUS.
+    const segs = new SegmentList(2);
+    try {
+      this.translateInto(iova, len, access, segs);
+    } catch (err) {
+      if (!(err instanceof DmaFault && err.code === "SEGMENTS_EXHAUSTED")) throw err;
+    }
     if (segs.count !== 1) {
-      throw new DmaFault("NOT_CONTIGUOUS", iova, len, access, `spans ${segs.count} regions`);
+      throw new DmaFault("NOT_CONTIGUOUS", iova, len, access, "spans 2 or more regions");
     }
     const offset = segs.offsets[0];
     if (offset % align !== 0) {

@@ -168,18 +168,17 @@ function nextGeneration(): number {
 }
 
 function checkRange(name: string, iova: number, size: number): number {
-  const last = iova + size - 1;
+  // iova <= IOVA_LAST - (size - 1), by subtraction: iova + size may round in a double past 2^53.
   if (
     !Number.isSafeInteger(iova) ||
     !Number.isSafeInteger(size) ||
     iova < 0 ||
     size <= 0 ||
-    !Number.isSafeInteger(last) ||
-    last > IOVA_LAST
+    iova > IOVA_LAST - (size - 1)
   ) {
     throw new MemoryError("IOTLB_INVALID", `${name}: bad range iova ${iova} size ${size}`);
   }
-  return last;
+  return iova + size - 1;
 }
 
 /** Entries with [first, last] carved out; entries crossing the edges keep their outside parts. */

@@ -175,6 +175,8 @@ export class PackedDeviceRing implements DeviceRing {
   }
 
   push(chain: Chain, len: number): void {
+    // The ring may have been remapped since pop(): write where it is mapped now.
+    if (this.generation !== this.ringSpace.generation) this.mapAreas();
     const slot = this.nextUsed;
     const w = slot * 4;
     this.desc32[w + 2] = len;
@@ -199,10 +201,13 @@ export class PackedDeviceRing implements DeviceRing {
 
   publishUsed(): boolean {
     if (this.generation !== this.ringSpace.generation) this.mapAreas();
-    if (this.pendingSlot < 0) return !this.signalledValid && this.markSignalled();
-    // Release: ids, lengths and later flags are visible before the first element's flags.
-    Atomics.store(this.desc16, this.pendingSlot * 8 + 7, this.pendingFlags);
-    this.pendingSlot = -1;
+    if (this.pendingSlot >= 0) {
+      // Release: ids, lengths and later flags are visible before the first element's flags.
+      Atomics.store(this.desc16, this.pendingSlot * 8 + 7, this.pendingFlags);
+      this.pendingSlot = -1;
+    }
+    // getState() may have made the batch visible already; the notification decision is still owed.
+    if (this.usedSinceSignal === 0) return !this.signalledValid && this.markSignalled();
     const added = this.usedSinceSignal;
     this.usedSinceSignal = 0;
     if (!this.signalledValid) return this.markSignalled();
@@ -239,7 +244,16 @@ export class PackedDeviceRing implements DeviceRing {
     return this.isAvail(this.nextAvail, this.availWrap);
   }
 
+  /**
+   * The ring position. Used elements pushed but not yet published are made visible first: the state
+   * counts them, and a ring that takes this state over could not publish the batch's first element.
+   */
   getState(): RingState {
+    if (this.pendingSlot >= 0) {
+      this.ensureMapped();
+      Atomics.store(this.desc16, this.pendingSlot * 8 + 7, this.pendingFlags);
+      this.pendingSlot = -1;
+    }
     return {
       availIdx: this.nextAvail,
       availWrap: this.availWrap,

@@ -155,6 +155,8 @@ export class SplitDeviceRing implements DeviceRing {
   }
 
   push(chain: Chain, len: number): void {
+    // The used ring may have been remapped since pop(): write where it is mapped now.
+    if (this.generation !== this.ringSpace.generation) this.mapAreas();
     const slot = (this.usedIdx & this.mask) * 2;
     this.usedElems[slot] = chain.id;
     this.usedElems[slot + 1] = len;
@@ -181,6 +183,7 @@ export class SplitDeviceRing implements DeviceRing {
   }
 
   disableNotify(): void {
+    this.ensureMapped();
     // With EVENT_IDX the device simply stops moving avail_event; the flag is for the other case.
     if (!this.eventIdx) Atomics.store(this.used16, 0, VRING_USED_F_NO_NOTIFY);
   }

@@ -45,6 +45,8 @@ export class SplitDriverRing<T> implements DriverRing<T> {
   private readonly busy: Uint8Array;
   private readonly tokens: (T | undefined)[];
   private freeHead = 0;
+  /** Requests added and not yet returned. */
+  private requests = 0;
   private availIdx = 0;
   /** avail.idx when the kick decision was last made (Linux: avail_idx_shadow - num_added). */
   private kickedIdx = 0;
@@ -88,8 +90,9 @@ export class SplitDriverRing<T> implements DriverRing<T> {
     this.initFreeList();
   }
 
+  /** Requests in flight (not descriptors: a request may hold several). */
   get inFlight(): number {
-    return this.num - this.numFree;
+    return this.requests;
   }
 
   /** The pool blocks this ring holds (rings and indirect tables), for the caller to release. */
@@ -149,6 +152,7 @@ export class SplitDriverRing<T> implements DriverRing<T> {
     this.numFree -= needed;
     this.chainLen[head] = needed;
     this.busy[head] = 1;
+    this.requests++;
     this.tokens[head] = token;
     this.avail[2 + (this.availIdx & this.mask)] = head;
     this.availIdx = (this.availIdx + 1) & 0xffff;
@@ -199,6 +203,7 @@ export class SplitDriverRing<T> implements DriverRing<T> {
     this.freeHead = id;
     this.numFree += n;
     this.busy[id] = 0;
+    this.requests--;
     const token = this.tokens[id];
     this.tokens[id] = undefined;
     this.lastUsed = (last + 1) & 0xffff;
@@ -233,6 +238,7 @@ export class SplitDriverRing<T> implements DriverRing<T> {
     this.avail.fill(0);
     this.used16.fill(0);
     this.availIdx = this.kickedIdx = this.lastUsed = this.usedShadow = 0;
+    this.requests = 0;
     this.callbacks = true;
     this.broken = null;
     this.initFreeList();
