@@ -133,6 +133,7 @@ export class AddressSpace {
    */
   translateInto(iova: number, len: number, access: Access, out: SegmentList): void {
     if (len === 0) return;
+    if (!(len > 0)) throw simpleFault("ADDR_OVERFLOW", iova, len, access);
     // Compare by subtraction: iova + len can round in a double once it passes 2^53, hiding an overflow.
     if (!(iova >= 0 && iova <= IOVA_LAST - (len - 1))) throw simpleFault("ADDR_OVERFLOW", iova, len, access);
     const last = iova + len - 1;

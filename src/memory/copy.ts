@@ -19,8 +19,9 @@ export function copyRegion(
   if (n <= WORD_COPY_MAX && ((srcOff | dstOff | n) & 3) === 0) {
     const sw = src.words;
     const dw = dst.words;
-    const si = srcOff >>> 2;
-    const di = dstOff >>> 2;
+    // Division, not >>> 2: offsets in regions past 4 GiB do not fit 32 bits (they are multiples of 4 here).
+    const si = srcOff / 4;
+    const di = dstOff / 4;
     const count = n >>> 2;
     for (let k = 0; k < count; k++) dw[di + k] = sw[si + k];
     return;

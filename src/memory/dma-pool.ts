@@ -56,7 +56,7 @@ export class DmaPool {
   constructor(opts: DmaPoolOptions) {
     this.name = opts.name ?? "dma-pool";
     this.region = opts.region ?? new SharedMemoryRegion(opts.size, this.name);
-    if (opts.size > this.region.size) {
+    if (!Number.isSafeInteger(opts.size) || opts.size <= 0 || opts.size > this.region.size) {
       throw new MemoryError(
         "REGION_INVALID",
         `pool of ${opts.size} bytes does not fit region ${this.region.name}`,

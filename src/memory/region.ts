@@ -14,7 +14,7 @@ export interface MemoryRegion {
    * view object per call: the hot path's reason to prefer it over subarray()).
    */
   readonly bytes: Buffer;
-  /** The whole region as 32-bit words (length size >>> 2), for descriptor reads and small copies. */
+  /** The whole region as 32-bit words (floor(size / 4) of them), for descriptor reads and small copies. */
   readonly words: Uint32Array;
 }
 
@@ -36,7 +36,7 @@ export class SharedMemoryRegion implements MemoryRegion {
     }
     this.buffer = new SharedArrayBuffer(size);
     this.bytes = Buffer.from(this.buffer);
-    this.words = new Uint32Array(this.buffer, 0, size >>> 2);
+    this.words = new Uint32Array(this.buffer, 0, Math.floor(size / 4));
   }
 }
 

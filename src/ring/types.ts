@@ -35,7 +35,10 @@ export interface DeviceRingOptions {
   bufferSpace?: AddressSpace;
   /** VIRTIO_F_EVENT_IDX (bit 29) negotiated. */
   eventIdx: boolean;
-  /** Longest chain accepted, in descriptors (indirect tables included). */
+  /**
+   * Most entries an indirect table may have (default 1024). A direct chain is bounded by the queue size
+   * instead (longer is a loop: DESC_LOOP, or CHAIN_TOO_LONG for packed rings).
+   */
   maxChain?: number;
 }
 

@@ -89,8 +89,9 @@ export const PACKED_ALIGN = { desc: 16, driverEvent: 4, deviceEvent: 4 } as cons
 export const VIRTQUEUE_MAX_SIZE = 32768;
 
 /**
- * The spec's vring_need_event(): true when `eventIdx` lies in the half-open window (old, newIdx] of 16-bit
- * free-running indices, i.e. the other side asked to be notified at an index we just moved past.
+ * The spec's vring_need_event(): true when `eventIdx` lies in the half-open window [old, newIdx) of 16-bit
+ * free-running indices: the other side asked to be told once entry `eventIdx` is published, and this
+ * update (which published entries old .. newIdx - 1) did so.
  */
 export function vringNeedEvent(eventIdx: number, newIdx: number, old: number): boolean {
   return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - old) & 0xffff);

@@ -7,6 +7,7 @@ import { test } from "node:test";
 import fc from "fast-check";
 import type { DmaBuffer } from "../../src/memory/index.js";
 import { BufferList, Chain, createLoopback, type RingFormat } from "../../src/ring/index.js";
+import { prng } from "../support/prng.js";
 
 interface Request {
   n: number;
@@ -14,19 +15,6 @@ interface Request {
   outBytes: Uint8Array;
   inn: DmaBuffer[];
   inLen: number;
-}
-
-/** A small deterministic PRNG (xorshift32), so a failing seed replays exactly. */
-function prng(seed: number): (n: number) => number {
-  let s = seed >>> 0 || 0x9e3779b9;
-  return (n: number) => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % n;
-  };
 }
 
 /** What the device writes back for a request: derived from what it read, so the driver can check it. */
