@@ -46,7 +46,7 @@ export interface VirtioTransport {
   getStatus(): number;
   /** Adds status bits (never clears them: reset() does). */
   setStatus(status: number): void;
-  /** Resets the device: status 0; queues must be deleted first. */
+  /** Resets the device: status 0. Queues may still exist; delete them with delVqs() after the reset. */
   reset(): void;
   /** Reads `len` bytes of config space at `offset`. */
   getConfig(offset: number, len: number): Uint8Array;
