@@ -1,9 +1,11 @@
-// `npm start` until the vDPA bus lands: a datapath self-demo. A driver side and a device side exchange
+// `npm start` until the daemon lands: a datapath self-demo, then the vDPA demo (scripts/demo-vdpa.ts).
+// A driver side and a device side exchange
 // a million requests through one virtqueue of each format, every buffer translated through an IOTLB,
 // 64 bytes written back per request, and the rate printed.
 
 import { SharedMemoryRegion } from "../src/memory/index.js";
 import { BufferList, Chain, createLoopback, type RingFormat } from "../src/ring/index.js";
+import { vdpaDemo } from "./demo-vdpa.js";
 
 const REQUESTS = 1_000_000;
 const BATCH = 32;
@@ -54,3 +56,6 @@ function run(format: RingFormat): void {
 console.log("vdpa-ts datapath self-demo: driver and device sides of one virtqueue, in one process");
 for (const format of ["split", "packed"] as RingFormat[]) run(format);
 console.log("every request came back once with the 64 bytes the device wrote");
+console.log("");
+console.log("vdpa-ts vDPA demo: simulators on the vDPA bus, driven by the virtio-net and virtio-blk drivers");
+await vdpaDemo();

@@ -6,3 +6,4 @@ export * from "./ring/index.js";
 export * as spec from "./spec/index.js";
 export * from "./vdpa/index.js";
 export * from "./vhost/index.js";
+export * from "./virtio/index.js";
