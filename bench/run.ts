@@ -2,6 +2,7 @@
 // JSON line per case, each with its baseline from the same run and the ratio.
 
 import { runCBaseline } from "./c-baseline.js";
+import { datapathCases, runDatapathCaseIsolated } from "./datapath.js";
 import { ringCases, runRingCaseIsolated } from "./ring.js";
 
 interface Args {
@@ -12,7 +13,7 @@ interface Args {
   filter: string | undefined;
 }
 
-const KNOWN = ["ring"];
+const KNOWN = ["ring", "datapath"];
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { benches: [], seconds: 0.25, repeat: 3, filter: undefined };
@@ -71,7 +72,49 @@ function round(v: number, digits = 2): number {
   return Math.round(v * f) / f;
 }
 
+/** Requests per second behind a datapath figure: a frame is two ring requests (tx and rx). */
+function requestsPerSecond(value: number, unit: string, size: number): number {
+  if (unit === "Mpps") return value * 2e6;
+  if (unit === "kIOPS") return value * 1e3;
+  return (value * 1e6) / size; // MB/s
+}
+
+async function datapath(args: Args): Promise<void> {
+  const cases = datapathCases().filter((c) => !args.filter || c.name.includes(args.filter));
+  const baselineNames = [...new Set(cases.map((c) => c.baselineCase))];
+  process.stderr.write(
+    `datapath: ${cases.length} cases, best of ${args.repeat}; ring baselines first: ${baselineNames.join(", ")}\n`,
+  );
+  const baseline = new Map<string, number>();
+  for (const name of baselineNames) {
+    const rc = ringCases().find((c) => c.name === name)!;
+    let best = 0;
+    for (let r = 0; r < args.repeat; r++) best = Math.max(best, await runRingCaseIsolated(rc, args.seconds));
+    baseline.set(name, best);
+  }
+  for (const [i, c] of cases.entries()) {
+    process.stderr.write(`datapath: [${i + 1}/${cases.length}] ${c.name}\n`);
+    let value = 0;
+    for (let r = 0; r < args.repeat; r++)
+      value = Math.max(value, await runDatapathCaseIsolated(c, args.seconds));
+    const base = baseline.get(c.baselineCase)!;
+    console.log(
+      JSON.stringify({
+        bench: "datapath",
+        case: c.name,
+        value: round(value),
+        unit: c.unit,
+        baseline: round(base),
+        baselineCase: c.baselineCase,
+        baselineUnit: "Mreq/s",
+        ratio: round(requestsPerSecond(value, c.unit, c.size) / (base * 1e6), 3),
+      }),
+    );
+  }
+}
+
 const args = parseArgs(process.argv.slice(2));
 for (const bench of args.benches) {
   if (bench === "ring") await ring(args);
+  if (bench === "datapath") await datapath(args);
 }

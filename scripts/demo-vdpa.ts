@@ -4,7 +4,7 @@
 // want to see them: devices, negotiated features by name, per-queue counters.
 
 import { vdpasimBlkMgmtDev, vdpasimNetMgmtDev } from "../src/devices/sim/index.js";
-import { featureNamesIproute2 } from "../src/spec/features.js";
+import { featureBits, featureByBit, featureClassOf, featureNamesIproute2 } from "../src/spec/features.js";
 import { statusNames } from "../src/spec/status.js";
 import { getAttr, getAttrs, VdpaBus, type VdpaDevice, VdpaManagement } from "../src/vdpa/index.js";
 import { VhostVdpaDriver } from "../src/vhost/index.js";
@@ -93,7 +93,7 @@ export async function vdpaDemo(log: (line: string) => void = console.log): Promi
     const dev: VdpaDevice = bus.device(name)!;
     log(`${name}: driver ${dev.driver?.name}, status ${statusNames(dev.getStatus()).join(" ")}`);
     log(
-      `  negotiated_features ${featureNamesIproute2(dev.ops.getDriverFeatures(), dev.ops.getDeviceId()).join(" ")}`,
+      `  negotiated_features ${featureNames(dev.ops.getDriverFeatures(), dev.ops.getDeviceId()).join(" ")}`,
     );
   }
   for (const qidx of [0, 1]) {
@@ -108,4 +108,17 @@ export async function vdpaDemo(log: (line: string) => void = console.log): Promi
   log(`virtio-net driver: ${JSON.stringify(net.stats)}`);
   log(`virtio-blk driver: ${JSON.stringify(blk.stats)}`);
   for (const name of ["vdpa1", "vdpa0"]) mgmt.devDel([{ name: "DEV_NAME", value: name }]);
+}
+
+/**
+ * Feature names as iproute2 prints them for net devices; iproute2 6.1 names no block feature (it prints
+ * bit_N), so block devices get the spec names without their prefix instead.
+ */
+function featureNames(features: bigint, deviceId: number): string[] {
+  const cls = featureClassOf(deviceId);
+  if (cls !== "blk") return featureNamesIproute2(features, deviceId);
+  return featureBits(features).map((bit) => {
+    const f = featureByBit(cls, bit);
+    return f ? f.specName.replace(/^VIRTIO_(BLK_|RING_)?F_/, "") : `bit_${bit}`;
+  });
 }
