@@ -194,7 +194,21 @@ export class VdpaSim implements VdpaConfigOps {
   /** Status byte; NEEDS_RESET is set by the device and survives driver writes until reset. */
   status = 0;
   /** Negotiated features (driver features & offered). */
-  features = 0n;
+  /** Negotiated features (bigint: control path only). */
+  private negotiatedFeatures = 0n;
+  /** The same, bits 0-31 and 32-63 as plain numbers: negotiated() runs per request. */
+  private featuresLo = 0;
+  private featuresHi = 0;
+
+  get features(): bigint {
+    return this.negotiatedFeatures;
+  }
+
+  set features(features: bigint) {
+    this.negotiatedFeatures = features;
+    this.featuresLo = Number(features & 0xffffffffn);
+    this.featuresHi = Number((features >> 32n) & 0xffffffffn);
+  }
   /** Linux's `running`: DRIVER_OK was written and the device is not suspended. */
   running = false;
   /** A kick arrived while suspended (or a run was skipped): resume() replays it. */
@@ -240,7 +254,9 @@ export class VdpaSim implements VdpaConfigOps {
 
   /** True when feature `bit` was negotiated. */
   negotiated(bit: number): boolean {
-    return hasFeature(this.features, bit);
+    if (bit < 32) return ((this.featuresLo >>> bit) & 1) === 1;
+    if (bit < 64) return ((this.featuresHi >>> (bit - 32)) & 1) === 1;
+    return hasFeature(this.negotiatedFeatures, bit);
   }
 
   get ringFormat(): RingFormat {
