@@ -49,8 +49,8 @@ import {
   VIRTIO_ID_BLOCK,
   VIRTIO_RING_F_EVENT_IDX,
 } from "../spec/index.js";
-import { driverFailed, driverOk, negotiateFeatures, readConfigUint } from "./bring-up.js";
-import type { TransportQueue, VirtioDriver, VirtioTransport } from "./transport.js";
+import { driverFailed, driverOk, negotiateFeatures, PerDeviceDriver, readConfigUint } from "./bring-up.js";
+import type { TransportQueue, VirtioTransport } from "./transport.js";
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 
@@ -885,22 +885,16 @@ export class VirtioBlk {
  * The virtio-blk driver for a virtio bus: probe() brings a device up as a VirtioBlk, remove() lets it go.
  * `devices` holds the bound ones; `onProbe` hears of each new one.
  */
-export class VirtioBlkDriver implements VirtioDriver {
+export class VirtioBlkDriver extends PerDeviceDriver<VirtioBlk> {
   readonly name = "virtio_blk";
   readonly deviceIds: readonly number[] = [VIRTIO_ID_BLOCK];
-  readonly devices = new Map<VirtioTransport, VirtioBlk>();
 
-  constructor(private readonly opts: VirtioBlkOptions & { onProbe?: (blk: VirtioBlk) => void } = {}) {}
-
-  probe(transport: VirtioTransport): void {
-    const blk = new VirtioBlk(transport, this.opts);
-    this.devices.set(transport, blk);
-    this.opts.onProbe?.(blk);
+  constructor(private readonly opts: VirtioBlkOptions & { onProbe?: (blk: VirtioBlk) => void } = {}) {
+    super(opts.onProbe);
   }
 
-  remove(transport: VirtioTransport): void {
-    this.devices.get(transport)?.remove();
-    this.devices.delete(transport);
+  protected create(transport: VirtioTransport): VirtioBlk {
+    return new VirtioBlk(transport, this.opts);
   }
 }
 

@@ -9,7 +9,7 @@ import {
   VIRTIO_CONFIG_S_FAILED,
   VIRTIO_CONFIG_S_FEATURES_OK,
 } from "../spec/index.js";
-import type { VirtioTransport } from "./transport.js";
+import type { VirtioDriver, VirtioTransport } from "./transport.js";
 
 /**
  * Resets the device, sets ACKNOWLEDGE and DRIVER, lets `choose` pick the features from the offer (it may
@@ -70,4 +70,30 @@ export function readConfigUint(transport: VirtioTransport, offset: number, size:
   let v = 0;
   for (let i = size - 1; i >= 0; i--) v = v * 256 + b[i];
   return v;
+}
+
+/**
+ * A virtio driver that makes one driver object per bound device (a VirtioNet, a VirtioBlk): probe()
+ * creates it, remove() lets it go. `devices` holds the bound ones; `onProbe` hears of each new one.
+ */
+export abstract class PerDeviceDriver<D extends { remove(): void }> implements VirtioDriver {
+  abstract readonly name: string;
+  abstract readonly deviceIds: readonly number[];
+  readonly devices = new Map<VirtioTransport, D>();
+
+  constructor(private readonly onProbe?: (device: D) => void) {}
+
+  /** Brings the device up as this driver's object; throws to refuse it. */
+  protected abstract create(transport: VirtioTransport): D;
+
+  probe(transport: VirtioTransport): void {
+    const device = this.create(transport);
+    this.devices.set(transport, device);
+    this.onProbe?.(device);
+  }
+
+  remove(transport: VirtioTransport): void {
+    this.devices.get(transport)?.remove();
+    this.devices.delete(transport);
+  }
 }

@@ -39,8 +39,15 @@ import {
   VIRTIO_NET_S_LINK_UP,
   VIRTIO_RING_F_EVENT_IDX,
 } from "../spec/index.js";
-import { driverFailed, driverOk, negotiateFeatures, readConfig, readConfigUint } from "./bring-up.js";
-import type { TransportQueue, VirtioDriver, VirtioTransport, VirtqueueInfo } from "./transport.js";
+import {
+  driverFailed,
+  driverOk,
+  negotiateFeatures,
+  PerDeviceDriver,
+  readConfig,
+  readConfigUint,
+} from "./bring-up.js";
+import type { TransportQueue, VirtioTransport, VirtqueueInfo } from "./transport.js";
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 
@@ -840,22 +847,16 @@ class FrameQueue implements AsyncIterableIterator<Uint8Array> {
  * The virtio-net driver for a virtio bus: probe() brings a device up as a VirtioNet, remove() lets it go.
  * `devices` holds the bound ones; `onProbe` hears of each new one.
  */
-export class VirtioNetDriver implements VirtioDriver {
+export class VirtioNetDriver extends PerDeviceDriver<VirtioNet> {
   readonly name = "virtio_net";
   readonly deviceIds: readonly number[] = [VIRTIO_ID_NET];
-  readonly devices = new Map<VirtioTransport, VirtioNet>();
 
-  constructor(private readonly opts: VirtioNetOptions & { onProbe?: (net: VirtioNet) => void } = {}) {}
-
-  probe(transport: VirtioTransport): void {
-    const net = new VirtioNet(transport, this.opts);
-    this.devices.set(transport, net);
-    this.opts.onProbe?.(net);
+  constructor(private readonly opts: VirtioNetOptions & { onProbe?: (net: VirtioNet) => void } = {}) {
+    super(opts.onProbe);
   }
 
-  remove(transport: VirtioTransport): void {
-    this.devices.get(transport)?.remove();
-    this.devices.delete(transport);
+  protected create(transport: VirtioTransport): VirtioNet {
+    return new VirtioNet(transport, this.opts);
   }
 }
 
