@@ -1,0 +1,135 @@
+#!/usr/bin/env node
+// vdpad: owns one vDPA bus (vhost_vdpa registered first, then virtio_vdpa, as on Linux), the simulator
+// management devices, and the management socket. `vdpad [--runtime-dir DIR] [--config FILE]
+// [--socket-mode OCTAL]`; SIGTERM/SIGINT shut it down cleanly (devices reset and deleted, socket removed).
+
+import { readFileSync, realpathSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { vdpasimBlkMgmtDev, vdpasimNetMgmtDev } from "../devices/sim/index.js";
+import { decodeValue } from "../mgmt-protocol/codec.js";
+import { type AttrValue, type VdpaAttrName, VdpaBus, VdpaError, VdpaManagement } from "../vdpa/index.js";
+import { VhostVdpaDriver } from "../vhost/index.js";
+import { VirtioBus, VirtioVdpaDriver } from "../virtio/index.js";
+import { MgmtServer } from "./mgmt-server.js";
+import { mgmtSocketPath, runtimeDir } from "./runtime-dir.js";
+
+type Level = "info" | "warn" | "error";
+const log = (level: Level, message: string): void => {
+  process.stderr.write(`${new Date().toISOString()} vdpad ${level}: ${message}\n`);
+};
+
+/** A config file: devices to create at start, each an ordered DEV_NEW attribute list in protocol form. */
+interface DaemonConfig {
+  devices?: [string, unknown][][];
+}
+
+export interface Daemon {
+  bus: VdpaBus;
+  mgmt: VdpaManagement;
+  server: MgmtServer;
+  socketPath: string;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(opts: {
+  runtimeDir?: string;
+  config?: string;
+  socketMode?: number;
+}): Promise<Daemon> {
+  const bus = new VdpaBus();
+  bus.registerDriver(new VhostVdpaDriver());
+  bus.registerDriver(new VirtioVdpaDriver(new VirtioBus()));
+  bus.on("device-added", (d) => log("info", `device ${d.name} added`));
+  bus.on("bound", (d, drv) => log("info", `device ${d.name} bound to ${drv.name}`));
+  bus.on("unbound", (d, drv) => log("info", `device ${d.name} unbound from ${drv.name}`));
+  bus.on("device-removed", (d) => log("info", `device ${d.name} removed`));
+  const mgmt = new VdpaManagement(bus);
+  mgmt.registerMgmtDev(vdpasimNetMgmtDev());
+  mgmt.registerMgmtDev(vdpasimBlkMgmtDev());
+  if (opts.config) createConfiguredDevices(mgmt, opts.config);
+  const socketPath = mgmtSocketPath(opts.runtimeDir ?? runtimeDir());
+  const server = new MgmtServer(mgmt, { socketPath, mode: opts.socketMode, log });
+  await server.start();
+  const stop = async (): Promise<void> => {
+    await server.stop();
+    for (const dev of bus.devices().reverse()) {
+      try {
+        if (dev.mgmtdev) mgmt.devDel([{ name: "DEV_NAME", value: dev.name }]);
+        else bus.unregisterDevice(dev);
+      } catch (err) {
+        log("warn", `removing ${dev.name}: ${(err as Error).message}`);
+      }
+    }
+  };
+  return { bus, mgmt, server, socketPath, stop };
+}
+
+function createConfiguredDevices(mgmt: VdpaManagement, path: string): void {
+  let config: DaemonConfig;
+  try {
+    config = JSON.parse(readFileSync(path, "utf8")) as DaemonConfig;
+  } catch (err) {
+    throw new Error(`cannot read config ${path}: ${(err as Error).message}`);
+  }
+  for (const [i, dev] of (config.devices ?? []).entries()) {
+    if (!Array.isArray(dev)) throw new Error(`${path}: devices[${i}] must be a list of [attribute, value]`);
+    const attrs = dev.map(([name, value]) => ({
+      name: name as VdpaAttrName,
+      value: decodeValue(value) as AttrValue,
+    }));
+    try {
+      mgmt.devNew(attrs);
+    } catch (err) {
+      const what = err instanceof VdpaError ? `${err.code} ${err.extack ?? ""}` : (err as Error).message;
+      throw new Error(`${path}: devices[${i}]: ${what}`);
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      "runtime-dir": { type: "string" },
+      config: { type: "string" },
+      "socket-mode": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write("Usage: vdpad [--runtime-dir DIR] [--config FILE] [--socket-mode OCTAL]\n");
+    return;
+  }
+  const mode = values["socket-mode"] !== undefined ? Number.parseInt(values["socket-mode"], 8) : undefined;
+  if (mode !== undefined && !(mode >= 0 && mode <= 0o777))
+    throw new Error("--socket-mode takes an octal mode such as 0660");
+  const daemon = await startDaemon({
+    runtimeDir: values["runtime-dir"],
+    config: values.config,
+    socketMode: mode,
+  });
+  process.stdout.write(`vdpad: management socket ${daemon.socketPath}\n`);
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log("info", `${signal}: shutting down`);
+    daemon.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log("error", (err as Error).message);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+// Run as a program (directly or through the npm bin link), not when imported.
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  main().catch((err) => {
+    log("error", (err as Error).message);
+    process.exit(1);
+  });
+}
