@@ -8,6 +8,7 @@
 
 import type { MemoryRegion, Perm } from "../memory/index.js";
 import { IOVA_LAST, Iotlb } from "../memory/index.js";
+import { featureBit } from "../spec/features.js";
 import { VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK } from "../spec/status.js";
 import type { IovaRange, VdpaCallback, VqState } from "../vdpa/config-ops.js";
 import { VDPA_RESET_F_CLEAN_MAP } from "../vdpa/config-ops.js";
@@ -25,7 +26,8 @@ export const VHOST_BACKEND_F_ENABLE_AFTER_DRIVER_OK = 6;
 export const VHOST_BACKEND_F_DESC_ASID = 7;
 export const VHOST_BACKEND_F_IOTLB_PERSIST = 8;
 
-const bit = (n: number): bigint => 1n << BigInt(n);
+/** Feature bit n as a mask (control path: bigint). */
+const bit = featureBit;
 /** Bits SET_BACKEND_FEATURES accepts at all. */
 const BACKEND_KNOWN =
   bit(VHOST_BACKEND_F_IOTLB_MSG_V2) |

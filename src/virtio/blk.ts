@@ -16,6 +16,7 @@
 
 import type { DmaBuffer } from "../memory/index.js";
 import { BufferList, isDatapathFault } from "../ring/index.js";
+import { featureBit } from "../spec/features.js";
 import {
   VIRTIO_BLK_CONFIG,
   VIRTIO_BLK_DISCARD_SEGMENT,
@@ -52,7 +53,8 @@ import {
 import { driverFailed, driverOk, negotiateFeatures, PerDeviceDriver, readConfigUint } from "./bring-up.js";
 import type { TransportQueue, VirtioTransport } from "./transport.js";
 
-const bit = (n: number): bigint => 1n << BigInt(n);
+/** Feature bit n as a mask (control path: bigint). */
+const bit = featureBit;
 
 /**
  * Every feature this driver can use. Linux's virtio_blk also takes GEOMETRY, TOPOLOGY, CONFIG_WCE, MQ,

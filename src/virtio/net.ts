@@ -16,6 +16,7 @@
 import { randomBytes } from "node:crypto";
 import type { DmaBuffer } from "../memory/index.js";
 import { BufferList, isDatapathFault } from "../ring/index.js";
+import { featureBit } from "../spec/features.js";
 import {
   ETH_ALEN,
   ETH_MIN_MTU,
@@ -49,7 +50,8 @@ import {
 } from "./bring-up.js";
 import type { TransportQueue, VirtioTransport, VirtqueueInfo } from "./transport.js";
 
-const bit = (n: number): bigint => 1n << BigInt(n);
+/** Feature bit n as a mask (control path: bigint). */
+const bit = featureBit;
 
 /**
  * Every feature this driver can use. From vdpasim_net's offer (MTU MAC STATUS CTRL_VQ CTRL_MAC_ADDR

@@ -30,6 +30,7 @@
 
 import { type DmaBuffer, DmaPool, Iotlb, PERM_RW } from "../memory/index.js";
 import { createDriverRing, type DriverRing, type RingFormat } from "../ring/index.js";
+import { featureBit } from "../spec/features.js";
 import {
   hasFeature,
   VIRTIO_F_ACCESS_PLATFORM,
@@ -46,7 +47,8 @@ import type { VdpaDriver } from "../vdpa/vdpa-bus.js";
 import type { TransportQueue, VirtioTransport, VirtqueueInfo } from "./transport.js";
 import type { VirtioBus } from "./virtio-bus.js";
 
-const bit = (n: number): bigint => 1n << BigInt(n);
+/** Feature bit n as a mask (control path: bigint). */
+const bit = featureBit;
 
 /** The transport bits virtio_vdpa keeps: what src/ring implements. */
 export const VIRTIO_VDPA_TRANSPORT_FEATURES: bigint =

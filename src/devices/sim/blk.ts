@@ -22,6 +22,7 @@ import {
 } from "node:fs";
 import { type SegmentList, SharedMemoryRegion } from "../../memory/index.js";
 import { Chain } from "../../ring/index.js";
+import { featureBit } from "../../spec/features.js";
 import {
   VIRTIO_BLK_CONFIG,
   VIRTIO_BLK_CONFIG_SIZE,
@@ -65,7 +66,8 @@ import {
   writeSegmentByte,
 } from "./core.js";
 
-const bit = (n: number): bigint => 1n << BigInt(n);
+/** Feature bit n as a mask (control path: bigint). */
+const bit = featureBit;
 
 /** Linux VDPASIM_BLK_FEATURES: 0x308007646. */
 export const VDPASIM_BLK_FEATURES =

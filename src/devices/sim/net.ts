@@ -12,6 +12,7 @@
 
 import { SharedMemoryRegion } from "../../memory/index.js";
 import { Chain } from "../../ring/index.js";
+import { featureBit } from "../../spec/features.js";
 import {
   ETH_ALEN,
   VIRTIO_F_INDIRECT_DESC,
@@ -50,7 +51,8 @@ import {
   type VdpaSimDevAttr,
 } from "./core.js";
 
-const bit = (n: number): bigint => 1n << BigInt(n);
+/** Feature bit n as a mask (control path: bigint). */
+const bit = featureBit;
 
 /** Linux VDPASIM_NET_FEATURES: 0x308830028 (MTU MAC STATUS CTRL_VQ CTRL_MAC_ADDR + base bits). */
 export const VDPASIM_NET_FEATURES =
