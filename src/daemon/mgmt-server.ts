@@ -4,7 +4,7 @@
 // sends can throw out of here.
 
 import { existsSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
-import { chmod } from "node:fs/promises";
+import { chmod, chown } from "node:fs/promises";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import {
   type Attr,
@@ -14,14 +14,22 @@ import {
   ProtocolError,
   type Reply,
 } from "../mgmt-protocol/codec.js";
-import type { AttrValue as MgmtAttrValue, VdpaAttrName, VdpaManagement } from "../vdpa/index.js";
+import type { AttrValue as MgmtAttrValue, VdpaAttrName } from "../vdpa/index.js";
 import { NetlinkPolicyError, VdpaError } from "../vdpa/index.js";
+import { CHANGING_COMMANDS, type CommandRunner } from "./daemon-commands.js";
 
 export interface MgmtServerOptions {
   socketPath: string;
   /** File mode of the socket (default 0o600: only the daemon's user may connect). */
   mode?: number;
+  /** Group owning the socket (a gid), so members of that group may connect (with a mode such as 0660). */
+  gid?: number;
   log?: (level: "info" | "warn" | "error", message: string) => void;
+  /**
+   * The uid of the process at the other end of a connection (SO_PEERCRED), or undefined when it cannot be
+   * known. Commands that change state are refused (EPERM) to any uid but root and the daemon's own.
+   */
+  peerUid?: (sock: Socket) => number | undefined;
 }
 
 /** Why a server could not start. */
@@ -37,7 +45,7 @@ export class MgmtServer {
   readonly counters = { requests: 0, errors: 0, protocolErrors: 0, connections: 0 };
 
   constructor(
-    private readonly mgmt: VdpaManagement,
+    private readonly runner: CommandRunner,
     private readonly opts: MgmtServerOptions,
   ) {
     this.log = opts.log ?? (() => {});
@@ -69,6 +77,7 @@ export class MgmtServer {
       });
     });
     await chmod(path, this.opts.mode ?? 0o600);
+    if (this.opts.gid !== undefined) await chown(path, -1, this.opts.gid);
     server.on("error", (err) => this.log("error", `management socket: ${err.message}`));
     this.server = server;
     this.log("info", `management socket listening at ${path}`);
@@ -111,8 +120,9 @@ export class MgmtServer {
       const req = decodeRequest(line);
       id = req.id;
       this.counters.requests++;
-      const result = this.mgmt.run(
-        req.cmd as never,
+      if (CHANGING_COMMANDS.has(req.cmd)) this.checkMayChange(sock);
+      const result = this.runner.run(
+        req.cmd,
         req.attrs.map((a: Attr) => ({ name: a.name as VdpaAttrName, value: a.value as MgmtAttrValue })),
         { dump: req.dump },
       );
@@ -126,6 +136,14 @@ export class MgmtServer {
       reply = this.errorReply(id, err);
     }
     if (!sock.destroyed) sock.write(encodeReply(reply));
+  }
+
+  /** Root and the daemon's own user may change state; anyone who can connect may read it. */
+  private checkMayChange(sock: Socket): void {
+    const uid = this.opts.peerUid?.(sock);
+    if (uid === undefined) return; // unknown: the socket's mode and group are the only gate
+    if (uid === 0 || uid === process.getuid?.()) return;
+    throw new VdpaError("EPERM", `uid ${uid} may only read; changes need root or the daemon's user`);
   }
 
   private errorReply(id: number, err: unknown): Reply {

@@ -10,12 +10,14 @@ import { vdpasimBlkMgmtDev, vdpasimNetMgmtDev } from "../devices/sim/index.js";
 import { decodeValue } from "../mgmt-protocol/codec.js";
 import { type AttrValue, type VdpaAttrName, VdpaBus, VdpaError, VdpaManagement } from "../vdpa/index.js";
 import { VhostVdpaDriver } from "../vhost/index.js";
-import { VirtioBus, VirtioVdpaDriver } from "../virtio/index.js";
+import { VirtioBlkDriver, VirtioBus, VirtioNetDriver, VirtioVdpaDriver } from "../virtio/index.js";
+import { DaemonCommands } from "./daemon-commands.js";
 import { MgmtServer } from "./mgmt-server.js";
 import { mgmtSocketPath, runtimeDir } from "./runtime-dir.js";
 
 type Level = "info" | "warn" | "error";
-const log = (level: Level, message: string): void => {
+export type Log = (level: Level, message: string) => void;
+const stderrLog: Log = (level, message) => {
   process.stderr.write(`${new Date().toISOString()} vdpad ${level}: ${message}\n`);
 };
 
@@ -36,10 +38,19 @@ export async function startDaemon(opts: {
   runtimeDir?: string;
   config?: string;
   socketMode?: number;
+  socketGid?: number;
+  /** Where log lines go (default: stderr, with a timestamp and the level). */
+  log?: Log;
 }): Promise<Daemon> {
+  const log = opts.log ?? stderrLog;
   const bus = new VdpaBus();
   bus.registerDriver(new VhostVdpaDriver());
-  bus.registerDriver(new VirtioVdpaDriver(new VirtioBus()));
+  // As on a Linux host with virtio_net and virtio_blk loaded: a device bound to virtio_vdpa gets its
+  // virtio driver, which brings it up (features, queues, DRIVER_OK).
+  const virtioBus = new VirtioBus();
+  virtioBus.registerDriver(new VirtioNetDriver());
+  virtioBus.registerDriver(new VirtioBlkDriver());
+  bus.registerDriver(new VirtioVdpaDriver(virtioBus));
   bus.on("device-added", (d) => log("info", `device ${d.name} added`));
   bus.on("bound", (d, drv) => log("info", `device ${d.name} bound to ${drv.name}`));
   bus.on("unbound", (d, drv) => log("info", `device ${d.name} unbound from ${drv.name}`));
@@ -49,7 +60,8 @@ export async function startDaemon(opts: {
   mgmt.registerMgmtDev(vdpasimBlkMgmtDev());
   if (opts.config) createConfiguredDevices(mgmt, opts.config);
   const socketPath = mgmtSocketPath(opts.runtimeDir ?? runtimeDir());
-  const server = new MgmtServer(mgmt, { socketPath, mode: opts.socketMode, log });
+  const commands = new DaemonCommands(mgmt);
+  const server = new MgmtServer(commands, { socketPath, mode: opts.socketMode, gid: opts.socketGid, log });
   await server.start();
   const stop = async (): Promise<void> => {
     await server.stop();
@@ -87,17 +99,34 @@ function createConfiguredDevices(mgmt: VdpaManagement, path: string): void {
   }
 }
 
+/** A group name (from /etc/group) or a numeric gid. */
+export function groupId(group: string, groupFile = "/etc/group"): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  let text = "";
+  try {
+    text = readFileSync(groupFile, "utf8");
+  } catch {}
+  for (const line of text.split("\n")) {
+    const [name, , gid] = line.split(":");
+    if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  throw new Error(`--socket-group: no group named ${group} in ${groupFile}`);
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       "runtime-dir": { type: "string" },
       config: { type: "string" },
       "socket-mode": { type: "string" },
+      "socket-group": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) {
-    process.stdout.write("Usage: vdpad [--runtime-dir DIR] [--config FILE] [--socket-mode OCTAL]\n");
+    process.stdout.write(
+      "Usage: vdpad [--runtime-dir DIR] [--config FILE] [--socket-mode OCTAL] [--socket-group GROUP]\n",
+    );
     return;
   }
   const mode = values["socket-mode"] !== undefined ? Number.parseInt(values["socket-mode"], 8) : undefined;
@@ -107,17 +136,18 @@ async function main(): Promise<void> {
     runtimeDir: values["runtime-dir"],
     config: values.config,
     socketMode: mode,
+    socketGid: values["socket-group"] !== undefined ? groupId(values["socket-group"]) : undefined,
   });
   process.stdout.write(`vdpad: management socket ${daemon.socketPath}\n`);
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    log("info", `${signal}: shutting down`);
+    stderrLog("info", `${signal}: shutting down`);
     daemon.stop().then(
       () => process.exit(0),
       (err) => {
-        log("error", (err as Error).message);
+        stderrLog("error", (err as Error).message);
         process.exit(1);
       },
     );
@@ -129,7 +159,7 @@ async function main(): Promise<void> {
 // Run as a program (directly or through the npm bin link), not when imported.
 if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   main().catch((err) => {
-    log("error", (err as Error).message);
+    stderrLog("error", (err as Error).message);
     process.exit(1);
   });
 }

@@ -48,6 +48,12 @@ export const VDPA_ATTR = {
    */
   VDPATS_BLK_SIZE: 60,
   VDPATS_BLK_BACKING_FILE: 61,
+  /** vdpa-ts's device details (`vdpa -d dev show`, `vdpa dev bind`): the bound bus driver's name. */
+  VDPATS_DRIVER_NAME: 62,
+  /** The device status byte (details). */
+  VDPATS_DEV_STATUS: 63,
+  /** The vhost-user socket serving the device (details). */
+  VDPATS_VHOST_USER_SOCKET: 59,
 } as const;
 
 export type VdpaAttrName = keyof typeof VDPA_ATTR;

@@ -143,6 +143,9 @@ export const VDPA_ATTR_WIRE_TYPE: Readonly<Record<VdpaAttrName, AttrWireType>> =
   DEV_BLK_FLUSH: "u8",
   VDPATS_BLK_SIZE: "u64",
   VDPATS_BLK_BACKING_FILE: "string",
+  VDPATS_DRIVER_NAME: "string",
+  VDPATS_DEV_STATUS: "u8",
+  VDPATS_VHOST_USER_SOCKET: "string",
 };
 
 /** The first value of attribute `name` in `attrs`, if present. */
@@ -202,6 +205,7 @@ const REQUEST_POLICY: Partial<Record<VdpaAttrName, PolicyEntry>> = {
   DEV_FEATURES: { kind: "u64" },
   VDPATS_BLK_SIZE: { kind: "u64" },
   VDPATS_BLK_BACKING_FILE: { kind: "string" },
+  VDPATS_DRIVER_NAME: { kind: "string" },
 };
 
 const U64_MAX = (1n << 64n) - 1n;

@@ -9,6 +9,7 @@ import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { DaemonCommands } from "../../src/daemon/daemon-commands.js";
 import { MgmtServer, ServerStartError } from "../../src/daemon/mgmt-server.js";
 import { mgmtSocketPath, runtimeDir } from "../../src/daemon/runtime-dir.js";
 import { vdpasimBlkMgmtDev, vdpasimNetMgmtDev } from "../../src/devices/sim/index.js";
@@ -62,7 +63,10 @@ describe("management socket", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "vdpa-ts-test-"));
     path = mgmtSocketPath(dir);
-    server = new MgmtServer(management(), { socketPath: path, log: (l, m) => logs.push(`${l} ${m}`) });
+    server = new MgmtServer(new DaemonCommands(management()), {
+      socketPath: path,
+      log: (l, m) => logs.push(`${l} ${m}`),
+    });
     await server.start();
   });
 
@@ -165,7 +169,7 @@ describe("management socket", () => {
   });
 
   test("a second live server on the same socket is refused, saying why", async () => {
-    const second = new MgmtServer(management(), { socketPath: path });
+    const second = new MgmtServer(new DaemonCommands(management()), { socketPath: path });
     await assert.rejects(
       second.start(),
       (err: unknown) => err instanceof ServerStartError && /already serving/.test(String(err)),
@@ -178,7 +182,7 @@ test("a stale socket file is replaced; stop removes the socket; no daemon is a c
   const path = mgmtSocketPath(dir);
   writeFileSync(join(dir, "not-a-socket"), "");
   await assert.rejects(
-    new MgmtServer(management(), { socketPath: join(dir, "not-a-socket") }).start(),
+    new MgmtServer(new DaemonCommands(management()), { socketPath: join(dir, "not-a-socket") }).start(),
     (err: unknown) => err instanceof ServerStartError && /not a socket/.test(String(err)),
   );
   // What a SIGKILLed daemon leaves behind: a socket file nobody listens on.
@@ -191,7 +195,10 @@ test("a stale socket file is replaced; stop removes the socket; no daemon is a c
   await new Promise<void>((resolve) => child.once("exit", () => resolve()));
   assert.ok(lstatSync(path).isSocket(), "the killed listener left its socket file");
   const logs: string[] = [];
-  const server = new MgmtServer(management(), { socketPath: path, log: (l, m) => logs.push(`${l} ${m}`) });
+  const server = new MgmtServer(new DaemonCommands(management()), {
+    socketPath: path,
+    log: (l, m) => logs.push(`${l} ${m}`),
+  });
   await server.start();
   assert.ok(logs.some((l) => /removing stale socket/.test(l)));
   assert.equal((await request(path, { id: 1, cmd: "DEV_GET", dump: true, attrs: [] })).ok, true);
