@@ -139,15 +139,23 @@ async function main(): Promise<void> {
     socketGid: values["socket-group"] !== undefined ? groupId(values["socket-group"]) : undefined,
   });
   process.stdout.write(`vdpad: management socket ${daemon.socketPath}\n`);
+  stopOnSignals(daemon);
+}
+
+/**
+ * SIGTERM and SIGINT stop the daemon cleanly (devices reset and deleted, the socket removed), then exit 0;
+ * a second signal while stopping is ignored.
+ */
+export function stopOnSignals(daemon: Daemon, log: Log = stderrLog): void {
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    stderrLog("info", `${signal}: shutting down`);
+    log("info", `${signal}: shutting down`);
     daemon.stop().then(
       () => process.exit(0),
       (err) => {
-        stderrLog("error", (err as Error).message);
+        log("error", (err as Error).message);
         process.exit(1);
       },
     );

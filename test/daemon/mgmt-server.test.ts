@@ -209,3 +209,53 @@ test("a stale socket file is replaced; stop removes the socket; no daemon is a c
   );
   rmSync(dir, { recursive: true, force: true });
 });
+
+test("access: any peer may read, only root or the daemon's user may change; socket group and mode", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "vdpa-ts-access-"));
+  const path = mgmtSocketPath(dir);
+  let peer = 4242;
+  const gid = process.getgid!();
+  const server = new MgmtServer(new DaemonCommands(management()), {
+    socketPath: path,
+    mode: 0o660,
+    gid,
+    peerUid: () => peer,
+  });
+  await server.start();
+  try {
+    assert.equal(statSync(path).mode & 0o777, 0o660);
+    assert.equal(statSync(path).gid, gid);
+    const read = await request(path, { id: 1, cmd: "DEV_GET", dump: true, attrs: [] });
+    assert.ok(read.ok, "reading is open to anyone who can connect");
+    const add = {
+      id: 2,
+      cmd: "DEV_NEW",
+      dump: false,
+      attrs: [
+        { name: "DEV_NAME", value: "p0" },
+        { name: "MGMTDEV_DEV_NAME", value: "vdpasim_net" },
+      ],
+    };
+    const refused = await request(path, add);
+    assert.ok(!refused.ok);
+    assert.equal(refused.errno, "EPERM");
+    assert.match(refused.extack ?? "", /uid 4242 may only read/);
+    for (const cmd of ["DEV_DEL", "DEV_ATTR_SET", "VDPATS_DEV_BIND", "VDPATS_DEV_UNBIND"]) {
+      const r = await request(path, { id: 3, cmd, dump: false, attrs: [{ name: "DEV_NAME", value: "p0" }] });
+      assert.ok(!r.ok && r.errno === "EPERM", cmd);
+    }
+    peer = process.getuid!();
+    assert.ok((await request(path, add)).ok, "the daemon's own user may change");
+    peer = 0;
+    const del = await request(path, {
+      id: 4,
+      cmd: "DEV_DEL",
+      dump: false,
+      attrs: [{ name: "DEV_NAME", value: "p0" }],
+    });
+    assert.ok(del.ok, "root may change");
+  } finally {
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

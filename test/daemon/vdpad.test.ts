@@ -68,3 +68,41 @@ test("vdpad: config devices, SIGTERM with a client connected, SIGKILL then resta
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("npm start: the default devices, what to try, and a clean Ctrl-C", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "vdpa-start-"));
+  const child = spawn(process.execPath, [join(root, "dist/scripts/start.js")], {
+    env: { ...process.env, VDPA_RUNTIME_DIR: dir },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  try {
+    let out = "";
+    child.stdout!.setEncoding("utf8");
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on("data", (d: string) => {
+        out += d;
+        if (out.includes("npx vdpa -jp dev config show")) resolve();
+      });
+      child.once("exit", (code) => reject(new Error(`npm start exited with ${code}`)));
+    });
+    assert.ok(out.includes(`management socket: ${join(dir, "mgmt.sock")}`), out);
+    assert.ok(out.includes("vdpa0 (vdpasim_net), vdpa1 (vdpasim_blk)"), out);
+    assert.equal((out.match(/^ {2}npx vdpa /gm) ?? []).length, 3, out);
+    const cfg = await request(join(dir, "mgmt.sock"), {
+      id: 1,
+      cmd: "DEV_CONFIG_GET",
+      dump: false,
+      attrs: [{ name: "DEV_NAME", value: "vdpa0" }],
+    });
+    assert.ok(cfg.ok);
+    const mac = cfg.replies[0].find((a) => a.name === "DEV_NET_CFG_MACADDR")?.value as Uint8Array;
+    assert.deepEqual(Array.from(mac), [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    const code = exited(child);
+    child.kill("SIGINT");
+    assert.equal(await code, 0);
+    assert.equal(existsSync(join(dir, "mgmt.sock")), false);
+  } finally {
+    child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
