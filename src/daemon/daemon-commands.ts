@@ -35,6 +35,12 @@ export interface CommandRunner {
 export interface DaemonCommandHooks {
   /** The vhost-user socket serving a device, when one does. */
   vhostUserSocket?(dev: VdpaDevice): string | undefined;
+  /**
+   * Why the device cannot leave its driver now (a vhost-user front-end attached: the socket's path), or
+   * undefined. `vdpa dev del` and `vdpa dev unbind` then answer EBUSY with that reason, where Linux would
+   * tear the device from under its user.
+   */
+  inUse?(dev: VdpaDevice): string | undefined;
 }
 
 export class DaemonCommands implements CommandRunner {
@@ -52,15 +58,30 @@ export class DaemonCommands implements CommandRunner {
         this.mgmt.bus.bind(dev, driver);
         return { replies: [] };
       }
-      case "VDPATS_DEV_UNBIND":
-        this.mgmt.bus.unbind(this.device(attrs, opts));
+      case "VDPATS_DEV_UNBIND": {
+        const dev = this.device(attrs, opts);
+        this.checkNotInUse(dev);
+        this.mgmt.bus.unbind(dev);
         return { replies: [] };
+      }
+      case "DEV_DEL": {
+        // Linux's checks (policy, existence) come first from mgmt.run; only a found device can be busy.
+        const name = Array.isArray(attrs) ? attrs.find((a) => a?.name === "DEV_NAME")?.value : undefined;
+        const dev = typeof name === "string" ? this.mgmt.bus.device(name) : undefined;
+        if (dev && !opts.dump) this.checkNotInUse(dev);
+        return this.mgmt.run(cmd, attrs, opts);
+      }
       case "VDPATS_DEV_DETAILS_GET":
         if (opts.dump) return { replies: this.mgmt.bus.devices().map((d) => this.details(d)) };
         return { replies: [this.details(this.device(attrs, opts))] };
       default:
         return this.mgmt.run(cmd as never, attrs, opts);
     }
+  }
+
+  private checkNotInUse(dev: VdpaDevice): void {
+    const user = this.hooks.inUse?.(dev);
+    if (user !== undefined) throw new VdpaError("EBUSY", `${dev.name} is in use by ${user}`);
   }
 
   private device(attrs: AttrList, opts: RunOptions): VdpaDevice {

@@ -14,7 +14,7 @@ import { MgmtServer, ServerStartError } from "../../src/daemon/mgmt-server.js";
 import { mgmtSocketPath, runtimeDir } from "../../src/daemon/runtime-dir.js";
 import { vdpasimBlkMgmtDev, vdpasimNetMgmtDev } from "../../src/devices/sim/index.js";
 import { DaemonUnreachable, request } from "../../src/mgmt-protocol/client.js";
-import { VdpaBus, VdpaManagement } from "../../src/vdpa/index.js";
+import { VdpaBus, VdpaError, VdpaManagement } from "../../src/vdpa/index.js";
 import { VhostVdpaDriver } from "../../src/vhost/index.js";
 
 function management(): VdpaManagement {
@@ -258,4 +258,32 @@ test("access: any peer may read, only root or the daemon's user may change; sock
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("dev del and dev unbind of a device in use answer EBUSY naming the user", () => {
+  const mgmt = management();
+  let user: string | undefined = "the vhost-user front-end on /run/x/vdpa0.sock";
+  const commands = new DaemonCommands(mgmt, { inUse: () => user });
+  commands.run(
+    "DEV_NEW",
+    [
+      { name: "DEV_NAME", value: "u0" },
+      { name: "MGMTDEV_DEV_NAME", value: "vdpasim_net" },
+    ],
+    {},
+  );
+  for (const cmd of ["DEV_DEL", "VDPATS_DEV_UNBIND"]) {
+    assert.throws(
+      () => commands.run(cmd, [{ name: "DEV_NAME", value: "u0" }], {}),
+      (err: unknown) =>
+        err instanceof VdpaError &&
+        err.code === "EBUSY" &&
+        err.extack === "u0 is in use by the vhost-user front-end on /run/x/vdpa0.sock",
+      cmd,
+    );
+  }
+  user = undefined;
+  commands.run("VDPATS_DEV_UNBIND", [{ name: "DEV_NAME", value: "u0" }], {});
+  commands.run("DEV_DEL", [{ name: "DEV_NAME", value: "u0" }], {});
+  assert.equal(mgmt.bus.devices().length, 0);
 });
