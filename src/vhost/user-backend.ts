@@ -177,6 +177,8 @@ export class VhostUserBackend {
   private owned = false;
   private backendReqFd: number | null = null;
   private persistMaps = false;
+  /** SET_STATUS(0) arrived while rings still run: reset once the last one is stopped. */
+  private resetPending = false;
   private attached = false;
 
   constructor(
@@ -236,6 +238,7 @@ export class VhostUserBackend {
         `features 0x${features.toString(16)} include bits not offered (0x${offered.toString(16)})`,
       );
     }
+    if (this.resetPending) this.resetKeepingMemory();
     const status = this.vhost.getStatus();
     if (status & VIRTIO_CONFIG_S_FEATURES_OK) {
       // QEMU repeats SET_FEATURES while running (to toggle dirty logging); the device features are fixed.
@@ -554,12 +557,23 @@ export class VhostUserBackend {
     return this.vhost.getStatus();
   }
 
-  /** SET_STATUS (STATUS protocol feature): passed through; 0 resets (memory kept). */
+  /**
+   * SET_STATUS (STATUS protocol feature): passed through. 0 is how QEMU begins a stop, BEFORE it reads the
+   * vring bases: a running device is suspended and the reset waits until every ring is stopped, so
+   * GET_VRING_BASE still reads the rings' positions. Memory is kept.
+   */
   setStatus(status: number): void {
     if ((status & 0xff) === 0) {
-      this.resetKeepingMemory();
+      const running = (this.vhost.getStatus() & VIRTIO_CONFIG_S_DRIVER_OK) !== 0;
+      if (running && this.rings.some((r) => r.started) && this.vhost.dev.ops.suspend) {
+        if (!this.vhost.isSuspended) this.vhost.suspend();
+        this.resetPending = true;
+      } else {
+        this.resetKeepingMemory();
+      }
       return;
     }
+    if (this.resetPending) this.resetKeepingMemory();
     this.device(() => this.vhost.setStatus((status & 0xff) | STATUS_BASE | this.vhost.getStatus()));
   }
 
@@ -654,6 +668,7 @@ export class VhostUserBackend {
 
   /** Device reset that keeps the memory table (re-installed when the device drops its maps). */
   private resetKeepingMemory(): void {
+    this.resetPending = false;
     for (let i = 0; i < this.rings.length; i++) {
       const ring = this.rings[i];
       ring.started = false;

@@ -289,6 +289,39 @@ describe("vhost-user session: the state table", () => {
     assert.equal(s.os.mapped, 1);
   });
 
+  test("QEMU's stop order: SET_VRING_ENABLE 0 on every ring, then GET_VRING_BASE, positions intact", async () => {
+    const s = session("net");
+    const st = start(s);
+    await loop(s, st, 7);
+    s.backend.setVringEnable(0, false);
+    s.backend.setVringEnable(1, false);
+    assert.equal(s.backend.getVringBase(0), 7);
+    assert.equal(s.backend.getVringBase(1), 7);
+    assert.equal(s.device.getStatus(), 0);
+  });
+
+  test("with STATUS, QEMU stops with SET_STATUS 0 first: the reset waits for the last GET_VRING_BASE", async () => {
+    const s = session("net");
+    const st = start(s, { protocol: bit(PROTOCOL_F.STATUS), enable: false });
+    s.backend.setStatus(FEATURES_OK);
+    for (const q of [0, 1]) s.backend.setVringEnable(q, true);
+    s.backend.setStatus(FEATURES_OK | DRIVER_OK);
+    assert.deepEqual(await loop(s, st, 4), []);
+    s.backend.setStatus(0);
+    assert.ok(s.device.getStatus() & DRIVER_OK, "suspended, not reset, while rings still run");
+    for (const q of [0, 1]) s.backend.setVringEnable(q, false);
+    assert.equal(s.backend.getVringBase(0), 4);
+    assert.ok(s.device.getStatus() & DRIVER_OK, "one ring still started");
+    assert.equal(s.backend.getVringBase(1), 4);
+    assert.equal(s.device.getStatus(), 0, "reset once the last ring stopped");
+    // and it starts again
+    const again = start(s, { protocol: bit(PROTOCOL_F.STATUS), enable: false });
+    s.backend.setStatus(FEATURES_OK);
+    for (const q of [0, 1]) s.backend.setVringEnable(q, true);
+    s.backend.setStatus(FEATURES_OK | DRIVER_OK);
+    assert.deepEqual(await loop(s, again, 2, 50), []);
+  });
+
   test("a second start on the same session (QEMU starts twice per boot) runs traffic again", async () => {
     const s = session("net");
     let st = start(s);
@@ -300,7 +333,7 @@ describe("vhost-user session: the state table", () => {
     assert.deepEqual(await loop(s, st, 6, 100), []);
   });
 
-  test("with STATUS the front-end's status passes through; 0 resets and keeps memory", () => {
+  test("with STATUS the front-end's status passes through; 0 then the rings stopped resets, memory kept", () => {
     const s = session("blk");
     start(s, { protocol: bit(PROTOCOL_F.STATUS) | bit(PROTOCOL_F.CONFIG), queues: [0], enable: false });
     assert.equal(s.device.getStatus() & FEATURES_OK, 0, "FEATURES_OK is the front-end's to set");
@@ -311,8 +344,11 @@ describe("vhost-user session: the state table", () => {
     s.backend.setStatus(FEATURES_OK | DRIVER_OK);
     assert.ok(s.device.getStatus() & DRIVER_OK);
     s.backend.setStatus(0);
+    s.backend.getVringBase(0);
     assert.equal(s.device.getStatus(), 0);
     assert.equal(s.backend.snapshot().regions.length, 1);
+    s.backend.setStatus(0);
+    assert.equal(s.device.getStatus(), 0, "0 with no ring started resets at once");
   });
 
   test("packed rings: the vring base carries both indexes and wrap counters", async () => {
