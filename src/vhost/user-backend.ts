@@ -34,6 +34,7 @@ import {
   VIRTIO_ID_NET,
 } from "../spec/index.js";
 import { VdpaError } from "../vdpa/errors.js";
+import { PROTOCOL_F } from "../vhost-user/messages.js";
 import {
   VHOST_BACKEND_F_IOTLB_BATCH,
   VHOST_BACKEND_F_IOTLB_MSG_V2,
@@ -47,21 +48,21 @@ import {
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
 const PROTOCOL_FEATURES_BIT = 1n << 30n;
 
-/** Protocol features this back-end implements (vhost-user.rst "Protocol features"). */
-export const PROTOCOL_F = {
-  MQ: 0,
-  REPLY_ACK: 3,
-  BACKEND_REQ: 5,
-  CONFIG: 9,
-  RESET_DEVICE: 13,
-  CONFIGURE_MEM_SLOTS: 15,
-  STATUS: 16,
-} as const;
+export { PROTOCOL_F };
 
-export const SUPPORTED_PROTOCOL_FEATURES: bigint = Object.values(PROTOCOL_F).reduce(
-  (acc, bit) => acc | (1n << BigInt(bit)),
-  0n,
-);
+/**
+ * Protocol features this back-end implements: not INFLIGHT_SHMFD (until a restart test exists), not
+ * LOG_SHMFD (no migration), not the in-band or host-notifier ones.
+ */
+export const SUPPORTED_PROTOCOL_FEATURES: bigint = [
+  PROTOCOL_F.MQ,
+  PROTOCOL_F.REPLY_ACK,
+  PROTOCOL_F.BACKEND_REQ,
+  PROTOCOL_F.CONFIG,
+  PROTOCOL_F.RESET_DEVICE,
+  PROTOCOL_F.CONFIGURE_MEM_SLOTS,
+  PROTOCOL_F.STATUS,
+].reduce((acc, bit) => acc | (1n << BigInt(bit)), 0n);
 
 /** A memory region as the front-end describes it (VhostUserMemoryRegion). */
 export interface UserMemRegion {
@@ -434,6 +435,16 @@ export class VhostUserBackend {
     return ring;
   }
 
+  /** ring(), closing the fd handed over with the request when the ring does not exist. */
+  private ringTaking(idx: number, fd: number | null): RingState {
+    try {
+      return this.ring(idx);
+    } catch (err) {
+      if (fd !== null) this.platform.closeFd(fd);
+      throw err;
+    }
+  }
+
   setVringNum(idx: number, num: number): void {
     const ring = this.ring(idx);
     const max = this.vhost.getVringNum();
@@ -510,7 +521,7 @@ export class VhostUserBackend {
 
   /** SET_VRING_KICK: `fd` null is the polling flag (not supported: refused). Starts the ring. */
   setVringKick(idx: number, fd: number | null): void {
-    const ring = this.ring(idx);
+    const ring = this.ringTaking(idx, fd);
     if (fd === null) throw new UserBackendError("NOT_SUPPORTED", `ring ${idx}: polling mode (no kick fd)`);
     if (ring.kickWatch) ring.kickWatch.stop();
     if (ring.kickFd !== null) this.platform.closeFd(ring.kickFd);
@@ -522,7 +533,7 @@ export class VhostUserBackend {
 
   /** SET_VRING_CALL: the device's used-buffer notifications go to `fd` (null: none). */
   setVringCall(idx: number, fd: number | null): void {
-    const ring = this.ring(idx);
+    const ring = this.ringTaking(idx, fd);
     if (ring.callFd !== null) this.platform.closeFd(ring.callFd);
     ring.callFd = fd;
     this.device(() => this.vhost.setVringCall(idx, fd === null ? null : () => this.platform.signal(fd)));
@@ -530,7 +541,7 @@ export class VhostUserBackend {
 
   /** SET_VRING_ERR: where a broken ring is reported. */
   setVringErr(idx: number, fd: number | null): void {
-    const ring = this.ring(idx);
+    const ring = this.ringTaking(idx, fd);
     if (ring.errFd !== null) this.platform.closeFd(ring.errFd);
     ring.errFd = fd;
     this.device(() => this.vhost.setVringErr(idx, fd === null ? null : () => this.platform.signal(fd)));
