@@ -4,16 +4,19 @@
 // [--socket-mode OCTAL]`; SIGTERM/SIGINT shut it down cleanly (devices reset and deleted, socket removed).
 
 import { readFileSync, realpathSync } from "node:fs";
+import type { Socket } from "node:net";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { vdpasimBlkMgmtDev, vdpasimNetMgmtDev } from "../devices/sim/index.js";
 import { decodeValue } from "../mgmt-protocol/codec.js";
+import { peerCred } from "../os/unix-socket.js";
 import { type AttrValue, type VdpaAttrName, VdpaBus, VdpaError, VdpaManagement } from "../vdpa/index.js";
 import { VhostVdpaDriver } from "../vhost/index.js";
 import { VirtioBlkDriver, VirtioBus, VirtioNetDriver, VirtioVdpaDriver } from "../virtio/index.js";
 import { DaemonCommands } from "./daemon-commands.js";
 import { MgmtServer } from "./mgmt-server.js";
 import { mgmtSocketPath, runtimeDir } from "./runtime-dir.js";
+import { VhostUserServers } from "./vhost-user-servers.js";
 
 type Level = "info" | "warn" | "error";
 export type Log = (level: Level, message: string) => void;
@@ -31,6 +34,8 @@ export interface Daemon {
   mgmt: VdpaManagement;
   server: MgmtServer;
   socketPath: string;
+  vhostUser: VhostUserServers;
+  runtimeDir: string;
   stop(): Promise<void>;
 }
 
@@ -39,12 +44,16 @@ export async function startDaemon(opts: {
   config?: string;
   socketMode?: number;
   socketGid?: number;
+  /** Mode and group of the vhost-user sockets (default 0600, the daemon's group). */
+  vhostUserMode?: number;
+  vhostUserGid?: number;
   /** Where log lines go (default: stderr, with a timestamp and the level). */
   log?: Log;
 }): Promise<Daemon> {
   const log = opts.log ?? stderrLog;
   const bus = new VdpaBus();
-  bus.registerDriver(new VhostVdpaDriver());
+  const vhostDriver = new VhostVdpaDriver();
+  bus.registerDriver(vhostDriver);
   // As on a Linux host with virtio_net and virtio_blk loaded: a device bound to virtio_vdpa gets its
   // virtio driver, which brings it up (features, queues, DRIVER_OK).
   const virtioBus = new VirtioBus();
@@ -58,13 +67,37 @@ export async function startDaemon(opts: {
   const mgmt = new VdpaManagement(bus);
   mgmt.registerMgmtDev(vdpasimNetMgmtDev());
   mgmt.registerMgmtDev(vdpasimBlkMgmtDev());
-  if (opts.config) createConfiguredDevices(mgmt, opts.config);
-  const socketPath = mgmtSocketPath(opts.runtimeDir ?? runtimeDir());
-  const commands = new DaemonCommands(mgmt);
-  const server = new MgmtServer(commands, { socketPath, mode: opts.socketMode, gid: opts.socketGid, log });
+  const dir = opts.runtimeDir ?? runtimeDir();
+  const socketPath = mgmtSocketPath(dir);
+  const vhostUser = new VhostUserServers(bus, vhostDriver, {
+    runtimeDir: dir,
+    mode: opts.vhostUserMode,
+    gid: opts.vhostUserGid,
+    log,
+  });
+  const commands = new DaemonCommands(mgmt, {
+    vhostUserSocket: (dev) => vhostUser.socketOf(dev),
+    inUse: (dev) => vhostUser.inUse(dev),
+  });
+  const server = new MgmtServer(commands, {
+    socketPath,
+    mode: opts.socketMode,
+    gid: opts.socketGid,
+    log,
+    peerUid: socketPeerUid,
+  });
+  // The management socket first: a second daemon on this runtime dir stops here, before touching devices.
   await server.start();
+  try {
+    if (opts.config) createConfiguredDevices(mgmt, opts.config);
+  } catch (err) {
+    await server.stop();
+    vhostUser.stopAll();
+    throw err;
+  }
   const stop = async (): Promise<void> => {
     await server.stop();
+    vhostUser.stopAll();
     for (const dev of bus.devices().reverse()) {
       try {
         if (dev.mgmtdev) mgmt.devDel([{ name: "DEV_NAME", value: dev.name }]);
@@ -74,7 +107,18 @@ export async function startDaemon(opts: {
       }
     }
   };
-  return { bus, mgmt, server, socketPath, stop };
+  return { bus, mgmt, server, socketPath, vhostUser, runtimeDir: dir, stop };
+}
+
+/** SO_PEERCRED of a management connection (the fd under Node's socket handle). */
+function socketPeerUid(sock: Socket): number | undefined {
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== "number" || fd < 0) return undefined;
+  try {
+    return peerCred(fd).uid;
+  } catch {
+    return undefined;
+  }
 }
 
 function createConfiguredDevices(mgmt: VdpaManagement, path: string): void {
@@ -99,6 +143,13 @@ function createConfiguredDevices(mgmt: VdpaManagement, path: string): void {
   }
 }
 
+function octalMode(text: string | undefined, option: string): number | undefined {
+  if (text === undefined) return undefined;
+  const mode = /^[0-7]{1,4}$/.test(text) ? Number.parseInt(text, 8) : Number.NaN;
+  if (!(mode >= 0 && mode <= 0o777)) throw new Error(`${option} takes an octal mode such as 0660`);
+  return mode;
+}
+
 /** A group name (from /etc/group) or a numeric gid. */
 export function groupId(group: string, groupFile = "/etc/group"): number {
   if (/^\d+$/.test(group)) return Number(group);
@@ -120,23 +171,27 @@ async function main(): Promise<void> {
       config: { type: "string" },
       "socket-mode": { type: "string" },
       "socket-group": { type: "string" },
+      "vhost-user-mode": { type: "string" },
+      "vhost-user-group": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) {
     process.stdout.write(
-      "Usage: vdpad [--runtime-dir DIR] [--config FILE] [--socket-mode OCTAL] [--socket-group GROUP]\n",
+      "Usage: vdpad [--runtime-dir DIR] [--config FILE] [--socket-mode OCTAL] [--socket-group GROUP]\n" +
+        "             [--vhost-user-mode OCTAL] [--vhost-user-group GROUP]\n",
     );
     return;
   }
-  const mode = values["socket-mode"] !== undefined ? Number.parseInt(values["socket-mode"], 8) : undefined;
-  if (mode !== undefined && !(mode >= 0 && mode <= 0o777))
-    throw new Error("--socket-mode takes an octal mode such as 0660");
+  const mode = octalMode(values["socket-mode"], "--socket-mode");
+  const vhostUserMode = octalMode(values["vhost-user-mode"], "--vhost-user-mode");
   const daemon = await startDaemon({
     runtimeDir: values["runtime-dir"],
     config: values.config,
     socketMode: mode,
     socketGid: values["socket-group"] !== undefined ? groupId(values["socket-group"]) : undefined,
+    vhostUserMode,
+    vhostUserGid: values["vhost-user-group"] !== undefined ? groupId(values["vhost-user-group"]) : undefined,
   });
   process.stdout.write(`vdpad: management socket ${daemon.socketPath}\n`);
   stopOnSignals(daemon);

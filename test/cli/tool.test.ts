@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { execFile, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -12,6 +12,7 @@ import { promisify } from "node:util";
 import { runVdpa, type ToolRequest, USAGE } from "../../src/cli/vdpa.js";
 import { type Daemon, startDaemon } from "../../src/daemon/vdpad.js";
 import { request } from "../../src/mgmt-protocol/client.js";
+import { TestFrontEnd, until } from "../support/vhost-user-frontend.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -323,6 +324,67 @@ describe("the vdpa program", () => {
       assert.equal(h.stderr, USAGE);
     } finally {
       rmSync(empty, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("with vhost-user front-ends and other users", () => {
+  test("-d names the vhost-user socket; dev del and unbind answer EBUSY while a front-end is attached", async () => {
+    assert.equal((await vdpa("dev add name h1 mgmtdev vdpasim_net")).code, 0);
+    const socket = join(dir, "vhost-user", "h1.sock");
+    await until(() => existsSync(socket), 2000, "the vhost-user socket");
+    assert.equal((await vdpa("-d dev show h1")).stdout.split("\n")[3], `  vhost_user_socket ${socket}`);
+    const fe = new TestFrontEnd(socket);
+    try {
+      await fe.init();
+      const busy = `Error: vdpa: h1 is in use by the vhost-user front-end on ${socket}.\nkernel answers: Device or resource busy\n`;
+      assert.deepEqual(await vdpa("dev del h1"), result(busy, 1));
+      assert.deepEqual(await vdpa("dev unbind h1"), result(busy, 1));
+    } finally {
+      fe.close();
+    }
+    await until(() => daemon.vhostUser.inUse(daemon.bus.device("h1")!) === undefined, 2000, "detach");
+    assert.deepEqual(await vdpa("dev del h1"), result("", 0));
+    assert.equal(existsSync(socket), false, "the socket goes with the device");
+  });
+
+  test("another user may read but not change (SO_PEERCRED), when the socket lets it connect", async () => {
+    // As root (CI) the tool runs as nobody and must be refused; as anyone else it runs as the daemon's
+    // own user and must be allowed.
+    const root = process.getuid!() === 0;
+    const other = mkdtempSync(join(tmpdir(), "vdpa-peer-"));
+    chmodSync(other, 0o755);
+    const d = await startDaemon({ runtimeDir: other, log: () => {}, socketMode: 0o666 });
+    try {
+      const bin = new URL("../../src/cli/main.js", import.meta.url).pathname;
+      const run = (...args: string[]) =>
+        execFileAsync(process.execPath, [bin, ...args], {
+          env: { ...process.env, VDPA_RUNTIME_DIR: other },
+          uid: 65534,
+          gid: 65534,
+        }).then(
+          (r) => ({ ...r, code: 0 }),
+          (e: { stdout: string; stderr: string; code: number }) => ({
+            stdout: e.stdout,
+            stderr: e.stderr,
+            code: e.code,
+          }),
+        );
+      const read = await run("mgmtdev", "show", "vdpasim_blk");
+      assert.equal(read.code, 0, read.stderr);
+      const add = await run("dev", "add", "name", "p9", "mgmtdev", "vdpasim_net");
+      if (!root) {
+        assert.deepEqual([add.code, add.stderr], [0, ""], "the daemon's own user may change");
+        return;
+      }
+      assert.equal(add.code, 1);
+      assert.equal(
+        add.stderr,
+        "Error: vdpa: uid 65534 may only read; changes need root or the daemon's user.\nkernel answers: Operation not permitted\n",
+      );
+    } finally {
+      await d.stop();
+      rmSync(other, { recursive: true, force: true });
     }
   });
 });

@@ -81,13 +81,19 @@ test("npm start: the default devices, what to try, and a clean Ctrl-C", async ()
     await new Promise<void>((resolve, reject) => {
       child.stdout!.on("data", (d: string) => {
         out += d;
-        if (out.includes("npx vdpa -jp dev config show")) resolve();
+        if (out.includes("vhost-user-blk-pci")) resolve();
       });
       child.once("exit", (code) => reject(new Error(`npm start exited with ${code}`)));
     });
     assert.ok(out.includes(`management socket: ${join(dir, "mgmt.sock")}`), out);
     assert.ok(out.includes("vdpa0 (vdpasim_net), vdpa1 (vdpasim_blk)"), out);
     assert.equal((out.match(/^ {2}npx vdpa /gm) ?? []).length, 3, out);
+    // a QEMU command line attaching both devices, the net one with its MAC
+    assert.ok(out.includes(`-chardev socket,id=vdpa0,path=${join(dir, "vhost-user", "vdpa0.sock")}`), out);
+    assert.ok(out.includes("-device virtio-net-pci,netdev=vdpa0-net,mac=52:54:00:12:34:56,vectors=0"), out);
+    assert.ok(out.includes(`-chardev socket,id=vdpa1,path=${join(dir, "vhost-user", "vdpa1.sock")}`), out);
+    assert.ok(out.includes("memory-backend-memfd,id=mem,size=1G,share=on"), out);
+    assert.ok(existsSync(join(dir, "vhost-user", "vdpa0.sock")));
     const cfg = await request(join(dir, "mgmt.sock"), {
       id: 1,
       cmd: "DEV_CONFIG_GET",
@@ -101,6 +107,7 @@ test("npm start: the default devices, what to try, and a clean Ctrl-C", async ()
     child.kill("SIGINT");
     assert.equal(await code, 0);
     assert.equal(existsSync(join(dir, "mgmt.sock")), false);
+    assert.equal(existsSync(join(dir, "vhost-user", "vdpa0.sock")), false, "vhost-user sockets removed too");
   } finally {
     child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
