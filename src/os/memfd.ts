@@ -36,5 +36,5 @@ export function addSeals(fd: number, seals: number): void {
 /** The file's seals; 0 for a file that cannot be sealed (EINVAL: not a memfd, or sealing not allowed). */
 export function getSeals(fd: number): number {
   const r = c.fcntl(fd, F_GET_SEALS, 0) as number;
-  return r < 0 ? 0 : r;
+  return Math.max(r, 0);
 }
