@@ -6,13 +6,22 @@
 // and no fd or mapping is left behind.
 
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { createSimBlk } from "../../src/devices/sim/blk.js";
 import { createSimNet } from "../../src/devices/sim/net.js";
-import { closeFd, connectUnix, eventfdCreate, ftruncate, memfdCreate, sendMsg } from "../../src/os/index.js";
+import {
+  closeFd,
+  connectUnix,
+  eventfdCreate,
+  eventfdRead,
+  ftruncate,
+  memfdCreate,
+  poller,
+  sendMsg,
+} from "../../src/os/index.js";
 import { BufferList, type RingFormat } from "../../src/ring/index.js";
 import type { VdpaDevice } from "../../src/vdpa/device.js";
 import { VdpaBus } from "../../src/vdpa/vdpa-bus.js";
@@ -32,6 +41,11 @@ import { GUEST_BASE, HVA_BASE, TestFrontEnd, until } from "../support/vhost-user
 const DRIVER_OK = 4;
 const NET_HDR = 12;
 const fdCount = () => readdirSync("/proc/self/fd").length;
+/** Mappings of memfd files in this process (retired mappings become anonymous and drop out). */
+const memfdMaps = () =>
+  readFileSync("/proc/self/maps", "utf8")
+    .split("\n")
+    .filter((l) => l.includes("/memfd:")).length;
 
 let dir: string;
 const logs: string[] = [];
@@ -121,6 +135,8 @@ for (const format of ["split", "packed"] as RingFormat[]) {
   describe(`a front-end drives vdpasim_net over vhost-user, ${format} rings`, () => {
     test("init, start, traffic with call fds signalled, stop, a second start, disconnect", async () => {
       const fds0 = fdCount();
+      const maps0 = memfdMaps();
+      const watches0 = poller().size;
       const fe = new TestFrontEnd(net.server.socketPath);
       const info = await fe.init();
       assert.equal(info.queues, 1n, "one queue pair");
@@ -143,6 +159,35 @@ for (const format of ["split", "packed"] as RingFormat[]) {
       await detached(net.server);
       assert.equal(net.device.getStatus(), 0);
       assert.equal(fdCount(), fds0, "no fd left open on either side");
+      assert.equal(memfdMaps(), maps0, "no guest memory left mapped");
+      assert.equal(poller().size, watches0, "no fd left watched");
+    });
+
+    test("without STATUS or memory slots: status synthesised, SET_MEM_TABLE, DRIVER_OK from the rings", async () => {
+      const fe = new TestFrontEnd(net.server.socketPath);
+      // MQ | REPLY_ACK | CONFIG, as an older QEMU or DPDK's virtio_user would
+      await fe.init({ protocol: (1n << 0n) | (1n << 3n) | (1n << 9n) });
+      await fe.start({ format });
+      assert.equal(net.device.getStatus(), 0x0f, "ACKNOWLEDGE|DRIVER|FEATURES_OK|DRIVER_OK");
+      assert.equal((await netTraffic(fe, 8)).length, 8);
+      await fe.stop();
+      assert.equal(net.device.getStatus(), 0);
+      fe.close();
+      await detached(net.server);
+    });
+
+    test("a broken ring sets NEEDS_RESET and signals the front-end's error eventfd", async () => {
+      const fe = new TestFrontEnd(net.server.socketPath);
+      await fe.init();
+      await fe.start({ format });
+      const tx = fe.rings.get(1)!;
+      assert.ok(tx.add(new BufferList(1).out(0x10, 64), 1), "a buffer outside guest memory");
+      tx.publishAvail();
+      fe.kick(1);
+      await until(() => (net.device.getStatus() & 0x40) !== 0, 2000, "NEEDS_RESET");
+      await until(() => (eventfdRead(fe.errFds.get(1)!) ?? 0n) > 0n, 2000, "the err eventfd");
+      fe.close();
+      await detached(net.server);
     });
   });
 
