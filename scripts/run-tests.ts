@@ -32,7 +32,13 @@ const floor = minimum[process.argv[2] === "vm" ? "vm" : "unit"] ?? 0;
 let passed = 0;
 let failed = 0;
 let skipped = 0;
-const stream = run({ files, concurrency: 2 });
+// Guests run one at a time: each QEMU under TCG wants a core of its own.
+// A hung test fails (and the run ends) instead of holding CI forever.
+const stream = run({
+  files,
+  concurrency: process.argv[2] === "vm" ? 1 : 2,
+  timeout: process.argv[2] === "vm" ? 600_000 : 60_000,
+});
 stream.on("test:pass", (event) => {
   if (event.details.type === "suite") return;
   if (event.skip || event.todo) skipped++;

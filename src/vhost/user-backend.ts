@@ -30,6 +30,7 @@ import {
   VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_F_ACCESS_PLATFORM,
   VIRTIO_F_RING_PACKED,
   VIRTIO_ID_NET,
 } from "../spec/index.js";
@@ -47,6 +48,7 @@ import {
 /** The feature bit that says the front-end speaks vhost-user's protocol features (bit 30). */
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
 const PROTOCOL_FEATURES_BIT = 1n << 30n;
+const ACCESS_PLATFORM_BIT = 1n << BigInt(VIRTIO_F_ACCESS_PLATFORM);
 
 export { PROTOCOL_F };
 
@@ -178,6 +180,8 @@ export class VhostUserBackend {
   private owned = false;
   private backendReqFd: number | null = null;
   private persistMaps = false;
+  /** SET_FEATURES succeeded since the last reset: FEATURES_OK may be set. */
+  private featuresAccepted = false;
   /** SET_STATUS(0) arrived while rings still run: reset once the last one is stopped. */
   private resetPending = false;
   private attached = false;
@@ -226,12 +230,23 @@ export class VhostUserBackend {
 
   // ---- features and ownership ----
 
+  /**
+   * GET_FEATURES: the device's features with PROTOCOL_FEATURES added and ACCESS_PLATFORM hidden. Over
+   * vhost-user the front-end's addresses are guest-physical and this back-end turns them into the device's
+   * IOVAs itself (the memory table is the IOTLB), which is what ACCESS_PLATFORM means to a vDPA device;
+   * a front-end negotiating it would instead mean a vIOMMU and IOTLB messages, which are not supported.
+   */
   getFeatures(): bigint {
-    return this.vhost.getFeatures() | PROTOCOL_FEATURES_BIT;
+    return (this.vhost.getFeatures() & ~ACCESS_PLATFORM_BIT) | PROTOCOL_FEATURES_BIT;
   }
 
+  /**
+   * SET_FEATURES. ACCESS_PLATFORM goes to the device whenever it offers it (QEMU's vhost-vdpa forces it the
+   * same way, vhost_force_iommu): Linux's vdpa_sim refuses features without it.
+   */
   setFeatures(features: bigint): void {
-    const deviceFeatures = features & ~PROTOCOL_FEATURES_BIT;
+    let deviceFeatures = features & ~PROTOCOL_FEATURES_BIT;
+    deviceFeatures |= this.vhost.getFeatures() & ACCESS_PLATFORM_BIT;
     const offered = this.getFeatures();
     if (features & ~offered) {
       throw new UserBackendError(
@@ -243,7 +258,7 @@ export class VhostUserBackend {
     const status = this.vhost.getStatus();
     if (status & VIRTIO_CONFIG_S_FEATURES_OK) {
       // QEMU repeats SET_FEATURES while running (to toggle dirty logging); the device features are fixed.
-      if (deviceFeatures !== (this.features & ~PROTOCOL_FEATURES_BIT)) {
+      if ((features & ~PROTOCOL_FEATURES_BIT) !== (this.features & ~PROTOCOL_FEATURES_BIT)) {
         throw new UserBackendError("FEATURES_REFUSED", "features cannot change while the device runs");
       }
       this.features = features;
@@ -252,7 +267,14 @@ export class VhostUserBackend {
     this.features = features;
     this.device(() => {
       if (!this.hasProtocol(PROTOCOL_F.STATUS)) this.vhost.setStatus(status | STATUS_BASE);
-      this.vhost.setFeatures(deviceFeatures);
+      try {
+        this.vhost.setFeatures(deviceFeatures);
+      } catch (err) {
+        throw new UserBackendError(
+          "FEATURES_REFUSED",
+          `the device refused features 0x${deviceFeatures.toString(16)} (offered 0x${this.vhost.getFeatures().toString(16)}): ${(err as Error).message}`,
+        );
+      }
       if (!this.hasProtocol(PROTOCOL_F.STATUS)) {
         this.vhost.setStatus(this.vhost.getStatus() | VIRTIO_CONFIG_S_FEATURES_OK);
         if (!(this.vhost.getStatus() & VIRTIO_CONFIG_S_FEATURES_OK)) {
@@ -260,6 +282,7 @@ export class VhostUserBackend {
         }
       }
     });
+    this.featuresAccepted = true;
     // Without PROTOCOL_FEATURES there is no SET_VRING_ENABLE: rings are enabled from the start.
     if (!(features & PROTOCOL_FEATURES_BIT)) {
       for (let i = 0; i < this.rings.length; i++) {
@@ -585,6 +608,10 @@ export class VhostUserBackend {
       return;
     }
     if (this.resetPending) this.resetKeepingMemory();
+    if (status & VIRTIO_CONFIG_S_FEATURES_OK && !this.featuresAccepted) {
+      // A front-end that ignored a failed SET_FEATURES must not run the device on features it never set.
+      throw new UserBackendError("FEATURES_REFUSED", "FEATURES_OK without features the device accepted");
+    }
     this.device(() => this.vhost.setStatus((status & 0xff) | STATUS_BASE | this.vhost.getStatus()));
   }
 
@@ -680,6 +707,7 @@ export class VhostUserBackend {
   /** Device reset that keeps the memory table (re-installed when the device drops its maps). */
   private resetKeepingMemory(): void {
     this.resetPending = false;
+    this.featuresAccepted = false;
     for (let i = 0; i < this.rings.length; i++) {
       const ring = this.rings[i];
       ring.started = false;

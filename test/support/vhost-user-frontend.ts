@@ -145,7 +145,7 @@ export class TestFrontEnd {
   async start(opts: StartOptions = {}): Promise<void> {
     const format = opts.format ?? "split";
     const num = opts.queueSize ?? 64;
-    let features = opts.features ?? bit(30) | bit(32) | bit(33);
+    let features = opts.features ?? bit(30) | bit(32);
     if (format === "packed") features |= bit(34);
     this.features = features;
     await this.mustAck(REQ.SET_FEATURES, u64Payload(features));

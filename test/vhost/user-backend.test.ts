@@ -155,7 +155,7 @@ function start(
   assert.ok(offered & F_PROTOCOL, "PROTOCOL_FEATURES is offered");
   backend.setProtocolFeatures(opts.protocol ?? backend.getProtocolFeatures() & ~bit(PROTOCOL_F.STATUS));
   backend.setOwner();
-  let features = opts.features ?? F_PROTOCOL | VERSION_1 | ACCESS_PLATFORM | EVENT_IDX;
+  let features = opts.features ?? F_PROTOCOL | VERSION_1 | EVENT_IDX;
   if (format === "packed") features |= RING_PACKED;
   backend.setFeatures(features);
   if (backend.snapshot().regions.length === 0) {
@@ -257,7 +257,7 @@ describe("vhost-user session: the state table", () => {
 
   test("without PROTOCOL_FEATURES every ring is enabled at SET_FEATURES (no SET_VRING_ENABLE)", async () => {
     const s = session("net");
-    const st = start(s, { features: VERSION_1 | ACCESS_PLATFORM | EVENT_IDX, enable: false });
+    const st = start(s, { features: VERSION_1 | EVENT_IDX, enable: false });
     assert.ok(s.device.getStatus() & DRIVER_OK);
     assert.deepEqual(await loop(s, st, 4), []);
   });
@@ -427,7 +427,7 @@ describe("vhost-user session: refusals", () => {
   test("a ring address before any memory; kicks before memory are dropped, not fatal", () => {
     const s = session("net");
     s.backend.setOwner();
-    s.backend.setFeatures(F_PROTOCOL | VERSION_1 | ACCESS_PLATFORM);
+    s.backend.setFeatures(F_PROTOCOL | VERSION_1);
     assert.throws(
       () => s.backend.setVringAddr(0, { flags: 0, desc: HVA, avail: HVA, used: HVA, log: 0 }),
       code("NO_MEMORY"),
@@ -494,7 +494,27 @@ describe("vhost-user session: refusals", () => {
     );
     start(s);
     assert.throws(() => s.backend.setFeatures(F_PROTOCOL | VERSION_1), code("FEATURES_REFUSED"));
-    s.backend.setFeatures(F_PROTOCOL | VERSION_1 | ACCESS_PLATFORM | EVENT_IDX); // the same again is fine
+    s.backend.setFeatures(F_PROTOCOL | VERSION_1 | EVENT_IDX); // the same again is fine
+  });
+
+  test("ACCESS_PLATFORM: hidden from the front-end, given to the device (the memory table is its IOTLB)", () => {
+    const s = session("net");
+    s.backend.setOwner();
+    assert.equal(s.backend.getFeatures() & ACCESS_PLATFORM, 0n);
+    assert.throws(
+      () => s.backend.setFeatures(F_PROTOCOL | VERSION_1 | ACCESS_PLATFORM),
+      code("FEATURES_REFUSED"),
+    );
+    s.backend.setFeatures(F_PROTOCOL | VERSION_1);
+    assert.equal(s.device.ops.getDriverFeatures() & ACCESS_PLATFORM, ACCESS_PLATFORM);
+  });
+
+  test("with STATUS, FEATURES_OK after a SET_FEATURES the device refused is refused too", () => {
+    const s = session("net");
+    s.backend.setProtocolFeatures(bit(PROTOCOL_F.STATUS));
+    s.backend.setOwner();
+    assert.throws(() => s.backend.setStatus(FEATURES_OK), code("FEATURES_REFUSED"));
+    assert.equal(s.device.getStatus() & FEATURES_OK, 0);
   });
 
   test("polling mode (no kick fd) is refused", () => {
