@@ -292,12 +292,15 @@ export class VhostUserBackend {
     }
   }
 
+  /** QEMU keeps a vhost-user net device's config itself and warns when CONFIG is offered for one. */
   getProtocolFeatures(): bigint {
+    if (this.vhost.getDeviceId() === VIRTIO_ID_NET)
+      return SUPPORTED_PROTOCOL_FEATURES & ~(1n << BigInt(PROTOCOL_F.CONFIG));
     return SUPPORTED_PROTOCOL_FEATURES;
   }
 
   setProtocolFeatures(features: bigint): void {
-    if (features & ~SUPPORTED_PROTOCOL_FEATURES) {
+    if (features & ~this.getProtocolFeatures()) {
       throw new UserBackendError(
         "FEATURES_REFUSED",
         `protocol features 0x${features.toString(16)} include bits not offered`,
