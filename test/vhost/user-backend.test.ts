@@ -523,6 +523,18 @@ describe("vhost-user session: refusals", () => {
     assert.throws(() => s.backend.setVringKick(0, null), code("NOT_SUPPORTED"));
   });
 
+  test("CONFIG is offered to blk front-ends, not to net ones (QEMU keeps a net device's config)", () => {
+    assert.equal(session("net").backend.getProtocolFeatures() & bit(PROTOCOL_F.CONFIG), 0n);
+    assert.equal(
+      session("blk").backend.getProtocolFeatures() & bit(PROTOCOL_F.CONFIG),
+      bit(PROTOCOL_F.CONFIG),
+    );
+    assert.throws(
+      () => session("net").backend.setProtocolFeatures(bit(PROTOCOL_F.CONFIG)),
+      code("FEATURES_REFUSED"),
+    );
+  });
+
   test("GET_QUEUE_NUM counts queue pairs for net, queues for blk", () => {
     assert.equal(session("net").backend.getQueueNum(), 1);
     assert.equal(session("blk").backend.getQueueNum(), 1);
