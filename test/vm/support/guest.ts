@@ -153,6 +153,8 @@ export interface BootOptions {
   allowReboot?: boolean;
   /** Called with each console line as it arrives. */
   onLine?: (line: string) => void;
+  /** Called once QEMU runs, with a function that kills it (SIGKILL). */
+  onStart?: (kill: () => void) => void;
 }
 
 export interface BootResult {
@@ -198,6 +200,7 @@ export function boot(opts: BootOptions): Promise<BootResult> {
   const started = Date.now();
   return new Promise((resolve) => {
     const qemu = spawn("qemu-system-x86_64", args, { stdio: ["ignore", "pipe", "pipe"] });
+    opts.onStart?.(() => qemu.kill("SIGKILL"));
     let out = "";
     let partial = "";
     let verdict: { passed: boolean; reason: string } | null = null;
