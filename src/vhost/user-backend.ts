@@ -191,7 +191,18 @@ export class VhostUserBackend {
     private readonly platform: UserBackendPlatform,
     readonly maxMemSlots = 64,
   ) {
-    this.rings = Array.from({ length: vhost.getVqsCount() }, newRing);
+    this.rings = Array.from({ length: vhost.getVqsCount() }, (_, i) => this.freshRing(i));
+  }
+
+  /**
+   * A ring as a new session sees it. vhost-user-net "historically automatically enabled the first queue
+   * pair" (vhost-user.rst, multiqueue): DPDK's virtio_user never sends SET_VRING_ENABLE for it, so rings 0
+   * and 1 of a net device start enabled; every other ring waits for SET_VRING_ENABLE.
+   */
+  private freshRing(idx: number): RingState {
+    const ring = newRing();
+    ring.enabled = idx < 2 && this.vhost.getDeviceId() === VIRTIO_ID_NET;
+    return ring;
   }
 
   get deviceName(): string {
@@ -218,7 +229,7 @@ export class VhostUserBackend {
     if (!this.attached) return;
     this.attached = false;
     for (const ring of this.rings) this.dropRingFds(ring);
-    this.rings = this.rings.map(newRing);
+    this.rings = this.rings.map((_, i) => this.freshRing(i));
     for (const slot of this.slots) slot.region.retire();
     this.slots = [];
     if (this.backendReqFd !== null) this.platform.closeFd(this.backendReqFd);
@@ -329,7 +340,7 @@ export class VhostUserBackend {
     for (let i = 0; i < this.rings.length; i++) {
       const ring = this.rings[i];
       this.dropRingFds(ring);
-      this.rings[i] = newRing();
+      this.rings[i] = this.freshRing(i);
     }
     this.features = 0n;
     this.resetKeepingMemory();

@@ -233,14 +233,24 @@ async function loop(s: Session, st: Started, count: number, first = 0): Promise<
 
 describe("vhost-user session: the state table", () => {
   test("SET_FEATURES without STATUS: ACKNOWLEDGE|DRIVER|FEATURES_OK; rings started but disabled are not ready", () => {
-    const s = session("net");
-    start(s, { enable: false });
+    const s = session("blk");
+    start(s, { enable: false, queues: [0] });
     assert.equal(s.device.getStatus(), ACK | DRIVER | FEATURES_OK);
     assert.deepEqual(
       s.backend.snapshot().rings.map((r) => [r.started, r.enabled, r.ready]),
+      [[true, false, false]],
+    );
+  });
+
+  test("net: the first queue pair starts enabled (DPDK's virtio_user never enables it), the control queue not", () => {
+    const s = session("net");
+    start(s, { enable: false });
+    assert.equal(s.device.getStatus(), ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+    assert.deepEqual(
+      s.backend.snapshot().rings.map((r) => [r.started, r.enabled, r.ready]),
       [
-        [true, false, false],
-        [true, false, false],
+        [true, true, true],
+        [true, true, true],
         [false, false, false],
       ],
     );
