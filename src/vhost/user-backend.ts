@@ -196,8 +196,9 @@ export class VhostUserBackend {
 
   /**
    * A ring as a new session sees it. vhost-user-net "historically automatically enabled the first queue
-   * pair" (vhost-user.rst, multiqueue): DPDK's virtio_user never sends SET_VRING_ENABLE for it, so rings 0
-   * and 1 of a net device start enabled; every other ring waits for SET_VRING_ENABLE.
+   * pair" (vhost-user.rst, multiqueue), and front-ends written against that still exist, so rings 0 and 1
+   * of a net device start enabled; every other ring waits for SET_VRING_ENABLE. QEMU and DPDK's
+   * virtio_user send SET_VRING_ENABLE anyway, which overrides this.
    */
   private freshRing(idx: number): RingState {
     const ring = newRing();

@@ -242,7 +242,7 @@ describe("vhost-user session: the state table", () => {
     );
   });
 
-  test("net: the first queue pair starts enabled (DPDK's virtio_user never enables it), the control queue not", () => {
+  test("net: the first queue pair starts enabled (the spec's historical rule), the control queue not", () => {
     const s = session("net");
     start(s, { enable: false });
     assert.equal(s.device.getStatus(), ACK | DRIVER | FEATURES_OK | DRIVER_OK);
