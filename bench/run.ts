@@ -4,6 +4,7 @@
 import { runCBaseline } from "./c-baseline.js";
 import { datapathCases, runDatapathCaseIsolated } from "./datapath.js";
 import { ringCases, runRingCaseIsolated } from "./ring.js";
+import { runVhostUserBench } from "./vhost-user.js";
 
 interface Args {
   benches: string[];
@@ -13,7 +14,7 @@ interface Args {
   filter: string | undefined;
 }
 
-const KNOWN = ["ring", "datapath"];
+const KNOWN = ["ring", "datapath", "vhost-user"];
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { benches: [], seconds: 0.25, repeat: 3, filter: undefined };
@@ -34,7 +35,8 @@ function parseArgs(argv: string[]): Args {
     console.error("--seconds needs a positive number and --repeat a positive integer");
     process.exit(2);
   }
-  if (args.benches.length === 0) args.benches = KNOWN;
+  // vhost-user needs DPDK, hugepages and root: only when asked for by name
+  if (args.benches.length === 0) args.benches = ["ring", "datapath"];
   return args;
 }
 
@@ -113,8 +115,29 @@ async function datapath(args: Args): Promise<void> {
   }
 }
 
+async function vhostUser(args: Args): Promise<void> {
+  const sizes = [64, 1518].filter((s) => !args.filter || `net/${s}`.includes(args.filter));
+  // testpmd reports once a second; a few seconds per side whatever --seconds says for the micro benches
+  const seconds = Math.max(4, args.seconds);
+  const results = await runVhostUserBench({ seconds, sizes, log: (l) => process.stderr.write(`${l}\n`) });
+  for (const r of results) {
+    console.log(
+      JSON.stringify({
+        bench: "vhost-user",
+        case: `net/${r.size}`,
+        value: round(r.value, 3),
+        unit: "Mpps",
+        baseline: round(r.baseline, 3),
+        baselineCase: "dpdk-net_vhost",
+        ratio: round(r.value / r.baseline, 3),
+      }),
+    );
+  }
+}
+
 const args = parseArgs(process.argv.slice(2));
 for (const bench of args.benches) {
   if (bench === "ring") await ring(args);
   if (bench === "datapath") await datapath(args);
+  if (bench === "vhost-user") await vhostUser(args);
 }
