@@ -184,8 +184,14 @@ export class SplitDeviceRing implements DeviceRing {
 
   disableNotify(): void {
     this.ensureMapped();
-    // With EVENT_IDX the device simply stops moving avail_event; the flag is for the other case.
-    if (!this.eventIdx) Atomics.store(this.used16, 0, VRING_USED_F_NO_NOTIFY);
+    if (this.eventIdx) {
+      // With EVENT_IDX the flag means nothing (spec 2.7.10): put avail_event one behind the next slot
+      // instead, where no batch the driver publishes from here can cross it (Linux's vhost leaves the
+      // event where it was, which costs one more kick per busy period).
+      Atomics.store(this.used16, 2 + 4 * this.num, (this.lastAvail - 1) & 0xffff);
+    } else {
+      Atomics.store(this.used16, 0, VRING_USED_F_NO_NOTIFY);
+    }
   }
 
   enableNotify(): boolean {

@@ -124,14 +124,12 @@ describe("available-buffer notifications (driver kicks)", () => {
     }
   }
 
-  test("split + EVENT_IDX: kicks follow avail_event; disableNotify just stops moving it", () => {
-    const num = 8;
+  test("split + EVENT_IDX: kicks follow avail_event; disableNotify moves it behind the driver", () => {
+    const num = 16;
     const lb = createLoopback<number>({ format: "split", num, eventIdx: true });
     const add = adder(lb);
     const used = lb.pool.bytesAt(lb.driver.addresses.device, splitRingSizes(num).used);
     const availEvent = () => used.readUInt16LE(SPLIT_USED.availEvent(num));
-    lb.device.disableNotify();
-    assert.equal(used.readUInt16LE(SPLIT_USED.flags), 0, "flags stay 0 with EVENT_IDX (spec 2.7.10)");
     assert.equal(availEvent(), 0);
     add(1);
     assert.equal(lb.driver.publishAvail(), true, "0 -> 1 crosses avail_event 0");
@@ -156,9 +154,19 @@ describe("available-buffer notifications (driver kicks)", () => {
     for (let i = 0; i < 3; i++) serveOne(lb.device, chain);
     assert.equal(lb.device.enableNotify(), false);
     assert.equal(availEvent(), 7);
+    // disableNotify puts the event one behind the next slot: no batch of the driver's crosses it.
+    lb.device.disableNotify();
+    assert.equal(used.readUInt16LE(SPLIT_USED.flags), 0, "flags stay 0 with EVENT_IDX (spec 2.7.10)");
+    assert.equal(availEvent(), 6);
     add(8);
     add(9);
-    assert.equal(lb.driver.publishAvail(), true, "a batch 7 -> 9 crosses 7");
+    assert.equal(lb.driver.publishAvail(), false, "7 -> 9 does not cross 6: the device is polling");
+    assert.equal(lb.device.enableNotify(), true);
+    for (let i = 0; i < 2; i++) serveOne(lb.device, chain);
+    assert.equal(lb.device.enableNotify(), false);
+    add(10);
+    add(11);
+    assert.equal(lb.driver.publishAvail(), true, "a batch 9 -> 11 crosses 9");
   });
 
   test("packed + EVENT_IDX: a kick only when the batch crosses the descriptor the device named", () => {
