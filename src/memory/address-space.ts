@@ -72,6 +72,44 @@ export class SegmentList {
     return done;
   }
 
+  /**
+   * Copies up to `len` bytes of these segments, in order, into the segments of `dst`, in order, with no
+   * buffer in between (one device buffer into another: a frame looped from TX to RX). Returns the bytes
+   * copied: the least of len and the two lists' totals.
+   */
+  copyToSegments(dst: SegmentList, len: number): number {
+    const n = Math.min(len, this.total, dst.total);
+    if (n <= 0) return 0;
+    // The usual case: each side is one segment (one descriptor in one region).
+    if (this.lengths[0] >= n && dst.lengths[0] >= n) {
+      copyRegion(this.regions[0], this.offsets[0], dst.regions[0], dst.offsets[0], n);
+      return n;
+    }
+    let si = 0;
+    let sAt = 0;
+    let di = 0;
+    let dAt = 0;
+    let done = 0;
+    while (done < n) {
+      const sLeft = this.lengths[si] - sAt;
+      const dLeft = dst.lengths[di] - dAt;
+      const k = Math.min(sLeft, dLeft, n - done);
+      copyRegion(this.regions[si], this.offsets[si] + sAt, dst.regions[di], dst.offsets[di] + dAt, k);
+      done += k;
+      sAt += k;
+      dAt += k;
+      if (sAt === this.lengths[si]) {
+        si++;
+        sAt = 0;
+      }
+      if (dAt === dst.lengths[di]) {
+        di++;
+        dAt = 0;
+      }
+    }
+    return n;
+  }
+
   /** Copies up to `len` bytes out of the segments, in order, into dst at dstOff. Returns bytes copied. */
   copyTo(dst: Uint8Array, dstOff: number, len: number): number {
     let done = 0;
