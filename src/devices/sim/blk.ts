@@ -449,6 +449,8 @@ export interface SimBlkOptions {
   indirect?: boolean;
   /** Requests per work run (default VDPASIM_WORK_BATCH). */
   workBatch?: number;
+  /** Busy-poll time in microseconds after the last progress (default VDPASIM_POLL_MICROS; 0: never). */
+  pollMicros?: number;
   /** The management device to record as the parent (devAdd passes its own). */
   mgmtdev?: MgmtDev;
 }
@@ -477,7 +479,12 @@ export function createSimBlk(opts: SimBlkOptions = {}): SimBlk {
     if (opts.eventIdx) features |= bit(VIRTIO_RING_F_EVENT_IDX);
     if (opts.indirect) features |= bit(VIRTIO_F_INDIRECT_DESC);
     const blk = new VdpasimBlk(features, storage);
-    const sim = createVdpaSim(blk, { name: opts.name, dmaModel: opts.dmaModel, workBatch: opts.workBatch });
+    const sim = createVdpaSim(blk, {
+      name: opts.name,
+      dmaModel: opts.dmaModel,
+      workBatch: opts.workBatch,
+      pollMicros: opts.pollMicros,
+    });
     const device = new VdpaDevice({
       ops: sim,
       name: opts.name,
@@ -512,6 +519,7 @@ export function vdpasimBlkMgmtDev(opts: SimMgmtDevOptions = {}): MgmtDev {
           sizeBytes: sizeGiven ? config.blk.sizeBytes : undefined,
           backingFile: fileGiven ? config.blk.backingFile : undefined,
           dmaModel: opts.dmaModel,
+          pollMicros: opts.pollMicros,
           mgmtdev: mdev,
         }).device;
       },

@@ -18,6 +18,14 @@
 // not queueMicrotask: a work function that re-schedules itself after its batch (Linux: "more than N
 // requests, requeue the work") must let the event loop poll sockets and timers in between, and a chain of
 // microtasks would starve them. A run that throws is caught here: nothing escapes into the event loop.
+//
+// Polling while busy (our addition; Linux's vhost-net has the same idea as busyloop_timeout): a run that
+// completed something suppresses the driver's notifications on every ring and runs again on the next
+// event loop turn, so a busy driver adds buffers without kicking and the device finds them without a
+// wake-up (an eventfd kick, an epoll wake and a scheduled run cost more here than the ring work of a
+// whole burst). After `pollMicros` without progress the device makes one last run in which an empty
+// queue re-enables its notifications and looks again (vhost's enable-then-recheck), and then sleeps
+// until a kick. pollMicros 0 is Linux's behaviour: notifications always on, a run per kick.
 
 import {
   ACCESS_READ,
@@ -81,6 +89,18 @@ export const VDPASIM_BACKEND_FEATURES = 1n << 6n;
  * system call, so batches are bigger. Re-running still lets sockets and timers in between.
  */
 export const VDPASIM_WORK_BATCH = 64;
+/**
+ * How long a device that was busy keeps polling its rings with notifications suppressed before it
+ * sleeps on kicks again. About the cost of two wake-ups here: shorter and a steady driver's gaps
+ * between bursts each cost a kick; longer only burns CPU after the traffic stops.
+ */
+export const VDPASIM_POLL_MICROS = 50;
+/**
+ * A queue's used elements are published (used.idx moved) after this many completions even in the middle
+ * of a run, so a driver on another core starts on the first buffers while the device works on the rest.
+ * The driver's callback, if it wants one, still comes once, at the end of the run.
+ */
+export const VDPASIM_PUBLISH_BATCH = 16;
 
 /**
  * What a simulated device type supplies (Linux `struct vdpasim_dev_attr`). The object also carries the
@@ -145,6 +165,8 @@ export class SimVirtqueue {
   fault: SimFault | null = null;
   /** Used elements pushed and not yet published. */
   pendingUsed = 0;
+  /** A publish in this run asked for the driver to be notified; the callback comes at the run's end. */
+  notifyPending = false;
 
   constructor(readonly index: number) {}
 
@@ -157,6 +179,7 @@ export class SimVirtqueue {
     this.state = initialRingState();
     this.fault = null;
     this.pendingUsed = 0;
+    this.notifyPending = false;
   }
 }
 
@@ -164,6 +187,8 @@ export class SimVirtqueue {
 export interface SimMgmtDevOptions {
   /** DMA model of the devices it creates; default "set_map". */
   dmaModel?: DmaModel;
+  /** Busy-poll time of the devices it creates, in microseconds (default VDPASIM_POLL_MICROS). */
+  pollMicros?: number;
 }
 
 export interface VdpaSimOptions {
@@ -173,6 +198,8 @@ export interface VdpaSimOptions {
   dmaModel?: DmaModel;
   /** Requests per work run (default VDPASIM_WORK_BATCH). */
   workBatch?: number;
+  /** Busy-poll time after the last progress, in microseconds (default VDPASIM_POLL_MICROS; 0: never). */
+  pollMicros?: number;
 }
 
 /**
@@ -184,6 +211,8 @@ export class VdpaSim implements VdpaConfigOps {
   readonly name: string;
   readonly dmaModel: DmaModel;
   readonly workBatch: number;
+  /** Busy-poll time in microseconds (see the file's comment); 0 turns polling off. */
+  readonly pollMicros: number;
   readonly vqs: SimVirtqueue[];
   /** Config space; device types refresh it in getConfig and may write it (CVQ MAC, dev set). */
   readonly config: Uint8Array;
@@ -221,6 +250,14 @@ export class VdpaSim implements VdpaConfigOps {
   deviceBroken = false;
   /** Completed work runs (observability and tests). */
   workRuns = 0;
+  /** Buffers completed (used elements pushed) since creation: a run's progress is its change. */
+  completions = 0;
+  /** True while the device polls its rings with the driver's notifications suppressed. */
+  polling = false;
+  /** Times the device went from polling back to sleeping on kicks (observability and tests). */
+  pollSleeps = 0;
+  /** performance.now() of the last run that completed something while polling. */
+  private lastProgress = 0;
   /** Callbacks that threw (a driver bug); swallowed so the event loop survives. */
   callbackErrors = 0;
 
@@ -239,6 +276,10 @@ export class VdpaSim implements VdpaConfigOps {
     this.workBatch = opts.workBatch ?? VDPASIM_WORK_BATCH;
     if (!Number.isInteger(this.workBatch) || this.workBatch < 1) {
       throw new VdpaError("EINVAL", `work batch ${opts.workBatch} must be a positive integer`);
+    }
+    this.pollMicros = opts.pollMicros ?? VDPASIM_POLL_MICROS;
+    if (!(this.pollMicros >= 0 && this.pollMicros <= 1e6)) {
+      throw new VdpaError("EINVAL", `poll time ${opts.pollMicros} us must be in 0..1000000`);
     }
     const platform = this.dmaModel === "platform";
     this.ngroups = platform ? 1 : attr.ngroups;
@@ -497,6 +538,7 @@ export class VdpaSim implements VdpaConfigOps {
     if (flags & VDPA_RESET_F_CLEAN_MAP) this.cleanMaps();
     this.running = false;
     this.pendingKick = false;
+    this.polling = false;
     this.deviceBroken = false;
     this.features = 0n;
     this.status = 0;
@@ -636,8 +678,9 @@ export class VdpaSim implements VdpaConfigOps {
 
   /**
    * For work functions, Linux vringh_getdesc: 1 with the next available chain in `chain`, 0 when the
-   * queue is empty (notifications are re-enabled then, and availability re-checked, as vhost does), -1
-   * when the queue is unusable or just faulted (stopped, NEEDS_RESET set, config callback fired).
+   * queue is empty, -1 when the queue is unusable or just faulted (stopped, NEEDS_RESET set, config
+   * callback fired). On an empty queue a device that is not polling re-enables notifications and
+   * re-checks availability, as vhost does; a polling one leaves them suppressed and looks again later.
    */
   getDesc(idx: number, chain: Chain): 1 | 0 | -1 {
     if (!this.queueUsable(idx)) return -1;
@@ -645,7 +688,7 @@ export class VdpaSim implements VdpaConfigOps {
     const ring = vq.ring!;
     try {
       if (ring.pop(chain)) return 1;
-      if (ring.enableNotify() && ring.pop(chain)) return 1;
+      if (!this.polling && ring.enableNotify() && ring.pop(chain)) return 1;
       return 0;
     } catch (err) {
       this.faultQueue(vq, err as Error);
@@ -659,7 +702,8 @@ export class VdpaSim implements VdpaConfigOps {
     if (!vq.ring || vq.fault) return;
     try {
       vq.ring.push(chain, len);
-      vq.pendingUsed++;
+      this.completions++;
+      if (++vq.pendingUsed >= VDPASIM_PUBLISH_BATCH) this.publishQueue(vq);
     } catch (err) {
       this.faultQueue(vq, err as Error);
     }
@@ -673,14 +717,20 @@ export class VdpaSim implements VdpaConfigOps {
         this.publishQueue(vq);
       } catch (err) {
         this.faultQueue(vq, err as Error);
+        continue;
+      }
+      if (vq.notifyPending) {
+        vq.notifyPending = false;
+        if (vq.cb) this.callBack(vq.cb);
       }
     }
   }
 
+  /** Moves the queue's used index over what it completed; the notification is owed until the run ends. */
   private publishQueue(vq: SimVirtqueue): void {
     if (vq.pendingUsed === 0 || !vq.ring) return;
     vq.pendingUsed = 0;
-    if (vq.ring.publishUsed() && vq.cb) this.callBack(vq.cb);
+    if (vq.ring.publishUsed()) vq.notifyPending = true;
   }
 
   /**
@@ -700,6 +750,10 @@ export class VdpaSim implements VdpaConfigOps {
     if (vq.ring) vq.state = vq.ring.getState();
     vq.ring = null;
     vq.pendingUsed = 0;
+    if (vq.notifyPending) {
+      vq.notifyPending = false;
+      if (vq.cb) this.callBack(vq.cb);
+    }
     this.raiseNeedsReset(vq.fault);
   }
 
@@ -738,6 +792,7 @@ export class VdpaSim implements VdpaConfigOps {
   private readonly runWork = (): void => {
     this.scheduled = null;
     let more = false;
+    const before = this.completions;
     try {
       if (this.status & VIRTIO_CONFIG_S_DRIVER_OK && !this.deviceBroken) {
         if (this.running) more = this.attr.work(this);
@@ -750,8 +805,44 @@ export class VdpaSim implements VdpaConfigOps {
     }
     this.publishUsed();
     this.workRuns++;
+    if (this.pollMicros > 0 && this.running && !this.deviceBroken) this.pollStep(this.completions !== before);
     if (more) this.schedule();
   };
+
+  /**
+   * After a run: start or go on polling when it made progress, keep polling within the time budget,
+   * else end with one run that re-arms notifications on the queues it finds empty (the next run is
+   * that run when `polling` has just turned false; it may find work and start polling again).
+   */
+  private pollStep(progress: boolean): void {
+    if (progress) {
+      if (!this.polling) {
+        this.polling = true;
+        this.suppressNotifications();
+      }
+      this.lastProgress = performance.now();
+      this.schedule();
+      return;
+    }
+    if (!this.polling) return;
+    if (performance.now() - this.lastProgress >= this.pollMicros / 1000) {
+      this.polling = false;
+      this.pollSleeps++;
+    }
+    this.schedule();
+  }
+
+  /** Asks the driver not to kick any ring in use (used.flags NO_NOTIFY, or a still avail_event). */
+  private suppressNotifications(): void {
+    for (const vq of this.vqs) {
+      if (!vq.ring || vq.fault) continue;
+      try {
+        vq.ring.disableNotify();
+      } catch (err) {
+        this.faultQueue(vq, err as Error);
+      }
+    }
+  }
 }
 
 function toFault(queue: number, err: Error): SimFault {

@@ -215,7 +215,8 @@ describe("vdpasim_blk requests", () => {
   });
 
   test("a request without a status byte is returned empty and ends the run, as Linux (the next kick goes on)", async () => {
-    const h = start("split", "set_map");
+    // Polling off, as Linux: the run ends at the broken request and only a kick starts the next one.
+    const h = start("split", "set_map", { pollMicros: 0 });
     const broken = h.driver.send(0, [outhdr(VIRTIO_BLK_T_FLUSH)], []);
     const good = h.driver.send(0, [outhdr(VIRTIO_BLK_T_FLUSH)], [1]);
     h.driver.kick(0);

@@ -13,6 +13,7 @@ import {
   VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_CONFIG_S_NEEDS_RESET,
   VIRTIO_F_RING_PACKED,
+  VIRTIO_RING_F_EVENT_IDX,
 } from "../../../src/spec/index.js";
 import {
   type DmaModel,
@@ -24,6 +25,7 @@ import {
 import { SimDriver } from "../../support/sim-driver.js";
 
 const PACKED = 1n << BigInt(VIRTIO_F_RING_PACKED);
+const EVENT_IDX = 1n << BigInt(VIRTIO_RING_F_EVENT_IDX);
 
 /**
  * A whole device type in a few lines: every buffer comes back filled with 0x42 (think of a one-byte
@@ -31,13 +33,15 @@ const PACKED = 1n << BigInt(VIRTIO_F_RING_PACKED);
  */
 class FillDevice implements VdpaSimDevAttr {
   readonly id = 4;
-  readonly supportedFeatures = VDPASIM_FEATURES | PACKED;
+  readonly supportedFeatures = VDPASIM_FEATURES | PACKED | EVENT_IDX;
   readonly nvqs = 2;
   readonly ngroups = 2;
   readonly nas = 2;
   readonly configSize = 4;
   runs = 0;
   throwNext: Error | null = null;
+  /** Called after each completion with the queue and how many this run has completed on it. */
+  onComplete: ((queue: number, doneInRun: number) => void) | null = null;
   private readonly chain = new Chain();
 
   vqGroup(idx: number): number {
@@ -48,19 +52,21 @@ class FillDevice implements VdpaSimDevAttr {
     this.runs++;
     if (this.throwNext) throw this.throwNext;
     for (let q = 0; q < this.nvqs; q++) {
+      let done = 0;
       while (sim.getDesc(q, this.chain) > 0) {
         const len = this.chain.writeLen;
         this.chain.writable.copyFrom(new Uint8Array(len).fill(0x42), 0, len);
         sim.complete(q, this.chain, len);
+        this.onComplete?.(q, ++done);
       }
     }
     return false;
   }
 }
 
-function make(dmaModel: DmaModel = "set_map") {
+function make(dmaModel: DmaModel = "set_map", pollMicros?: number) {
   const attr = new FillDevice();
-  const sim = createVdpaSim(attr, { name: "fill", dmaModel });
+  const sim = createVdpaSim(attr, { name: "fill", dmaModel, pollMicros });
   const device = new VdpaDevice({ ops: sim, nvqs: 2, ngroups: sim.ngroups, nas: sim.nas });
   sim.setDevice(device);
   // The ops table as bus drivers see it: the optional DMA ops exist only in their model.
@@ -331,7 +337,8 @@ for (const format of ["split", "packed"] as RingFormat[]) {
 
 describe("vdpa_sim core: status, scheduling and faults", () => {
   test("a kick schedules one run on a later turn; kicks before DRIVER_OK do not run the device", async () => {
-    const { sim, attr, device } = make();
+    // Linux's behaviour, polling off: exactly one run per burst of kicks.
+    const { sim, attr, device } = make("set_map", 0);
     const driver = new SimDriver(device, { format: "split" });
     driver.start();
     const runs = attr.runs;
@@ -434,5 +441,103 @@ describe("vdpa_sim core: status, scheduling and faults", () => {
     const g = sim.getGeneration();
     sim.reset();
     assert.equal(sim.getGeneration(), g + 1);
+  });
+});
+
+/** Event loop turns until `done()` holds (at most `max`): the device runs once per turn. */
+async function turnsUntil(done: () => boolean, max = 1000): Promise<number> {
+  for (let n = 0; n < max; n++) {
+    if (done()) return n;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  throw new Error(`not done after ${max} event loop turns`);
+}
+
+describe("vdpa_sim core: polling while busy", () => {
+  for (const format of ["split", "packed"] as RingFormat[]) {
+    for (const eventIdx of [false, true]) {
+      const name = `${format}${eventIdx ? " + EVENT_IDX" : ""}`;
+      test(`${name}: a busy device takes buffers without kicks, then sleeps and asks for kicks again`, async () => {
+        // A long budget, so the test sees polling whatever the machine's speed; ended by hand below.
+        const { sim, device } = make("set_map", 10_000_000 / 1000);
+        const driver = new SimDriver(device, { format, eventIdx }).start();
+        driver.send(0, [], [4]);
+        assert.equal(driver.kickIfWanted(0), true, "an idle device wants the first kick");
+        await turnsUntil(() => driver.collect(0).length === 1);
+        assert.equal(sim.polling, true, "progress starts polling");
+        for (let i = 0; i < 3; i++) {
+          driver.send(0, [], [4]);
+          assert.equal(driver.kickIfWanted(0), false, `buffer ${i}: no kick wanted while polling`);
+          await turnsUntil(() => driver.collect(0).length === 1);
+        }
+        assert.equal(sim.pollSleeps, 0);
+      });
+    }
+  }
+
+  test("after the budget without progress the device sleeps; the next buffer wants a kick and waits for it", async () => {
+    const { sim, device } = make("set_map", 200);
+    const driver = new SimDriver(device, { format: "split" }).start();
+    driver.send(0, [], [4]);
+    driver.kick(0);
+    await sim.whenIdle();
+    assert.equal(driver.collect(0).length, 1);
+    assert.equal(sim.polling, false);
+    assert.equal(sim.pollSleeps, 1);
+    assert.equal(sim.workPending, false, "asleep: nothing scheduled");
+    driver.send(0, [], [4]);
+    assert.equal(driver.kickIfWanted(0), true, "notifications were re-armed before sleeping");
+    await sim.whenIdle();
+    assert.equal(driver.collect(0).length, 1);
+  });
+
+  test("pollMicros 0 is Linux's behaviour: notifications stay on and a buffer without a kick waits", async () => {
+    const { sim, device } = make("set_map", 0);
+    const driver = new SimDriver(device, { format: "split" }).start();
+    driver.send(0, [], [4]);
+    driver.kick(0);
+    await sim.whenIdle();
+    assert.equal(driver.collect(0).length, 1);
+    assert.equal(sim.polling, false);
+    driver.send(0, [], [4]);
+    assert.equal(driver.kickIfWanted(0), true);
+    assert.throws(
+      () => make("set_map", -1),
+      (e) => isVdpaError(e, "EINVAL"),
+    );
+  });
+
+  test("suspend ends polling without losing a buffer; resume serves it", async () => {
+    const { sim, device } = make("set_map", 10_000);
+    const driver = new SimDriver(device, { format: "split" }).start();
+    driver.send(0, [], [4]);
+    driver.kick(0);
+    await turnsUntil(() => driver.collect(0).length === 1);
+    assert.equal(sim.polling, true);
+    sim.suspend();
+    driver.send(0, [], [4]);
+    await sim.whenIdle();
+    assert.equal(driver.collect(0).length, 0, "suspended: nothing served");
+    sim.resume();
+    await turnsUntil(() => driver.collect(0).length === 1);
+    sim.reset();
+    assert.equal(sim.polling, false, "reset ends polling");
+  });
+
+  test("used buffers are published every 16 inside a run; the driver's callback comes once, at its end", async () => {
+    const { sim, attr, device } = make("set_map", 0);
+    const driver = new SimDriver(device, { format: "split", num: 64 }).start();
+    const seen: number[] = [];
+    attr.onComplete = (q, done) => {
+      // What the driver can already take back while the device is still working.
+      if (q === 0 && done % 8 === 0) seen.push(driver.collect(0).length);
+      if (q === 0 && done === 40) assert.equal(driver.callbacks[0], 0, "no callback inside the run");
+    };
+    for (let i = 0; i < 40; i++) driver.send(0, [], [4]);
+    driver.kick(0);
+    await sim.whenIdle();
+    assert.deepEqual(seen, [0, 16, 0, 16, 0]);
+    assert.equal(driver.collect(0).length, 8, "the rest at the end of the run");
+    assert.equal(driver.callbacks[0], 1);
   });
 });
