@@ -10,7 +10,7 @@
 // createSimNet({ packed, eventIdx, indirect }), or provisioned `device_features` that include them (our
 // extension: Linux's simulator answers EINVAL for bits outside its supported set).
 
-import { SharedMemoryRegion } from "../../memory/index.js";
+import type { SegmentList } from "../../memory/index.js";
 import { Chain } from "../../ring/index.js";
 import { featureBit } from "../../spec/features.js";
 import {
@@ -69,7 +69,7 @@ export const VDPASIM_NET_AS_NUM = 2;
 export const VDPASIM_NET_RXQ = 0;
 export const VDPASIM_NET_TXQ = 1;
 export const VDPASIM_NET_CVQ = 2;
-/** Linux copies at most one page of each frame (its bounce buffer), virtio-net header included. */
+/** Linux copies at most one page of each frame (its bounce buffer's size), virtio-net header included. */
 export const VDPASIM_NET_BUFFER_SIZE = 4096;
 export const VDPASIM_NET_DEFAULT_MTU = 1500;
 
@@ -105,8 +105,8 @@ export class VdpasimNet implements VdpaSimDevAttr {
   readonly tx: NetTxStats = { pkts: 0, bytes: 0, errors: 0, drops: 0 };
   readonly cvq: NetCvqStats = { requests: 0, successes: 0, errors: 0 };
 
-  /** Linux's one-page bounce buffer; a region so copies in and out allocate nothing. */
-  private readonly buffer = new SharedMemoryRegion(VDPASIM_NET_BUFFER_SIZE, "vdpasim_net bounce");
+  /** The header and destination MAC of a frame whose first segment is shorter than both. */
+  private readonly head = new Uint8Array(VIRTIO_NET_HDR_V1_SIZE + ETH_ALEN);
   private readonly txChain = new Chain();
   private readonly rxChain = new Chain();
   private readonly cvqChain = new Chain();
@@ -138,14 +138,20 @@ export class VdpasimNet implements VdpaSimDevAttr {
   work(sim: VdpaSim): boolean {
     const cvqMore = this.handleCvq(sim);
     if (!sim.queueUsable(VDPASIM_NET_TXQ) || !sim.queueUsable(VDPASIM_NET_RXQ)) return cvqMore;
+    const hdrLen = sim.negotiated(VIRTIO_F_VERSION_1) ? VIRTIO_NET_HDR_V1_SIZE : VIRTIO_NET_HDR_LEGACY_SIZE;
     for (let n = 0; n < sim.workBatch; n++) {
-      if (!this.loopOneFrame(sim)) return cvqMore;
+      if (!this.loopOneFrame(sim, hdrLen)) return cvqMore;
     }
     return true;
   }
 
-  /** One TX frame to RX; false when the loop must stop (TX empty or faulted, no RX buffer). */
-  private loopOneFrame(sim: VdpaSim): boolean {
+  /**
+   * One TX frame to RX; false when the loop must stop (TX empty or faulted, no RX buffer). Linux pulls
+   * at most a page of the frame into a bounce buffer and pushes that into the RX buffer; we copy TX
+   * segments straight into RX segments (one pass over memory the driver's core wrote, not two), with
+   * the same page limit, so every length and counter comes out as in Linux.
+   */
+  private loopOneFrame(sim: VdpaSim, hdrLen: number): boolean {
     const txc = this.txChain;
     const got = sim.getDesc(VDPASIM_NET_TXQ, txc);
     if (got <= 0) {
@@ -153,9 +159,10 @@ export class VdpasimNet implements VdpaSimDevAttr {
       return false;
     }
     this.tx.pkts++;
-    const read = txc.readable.copyToRegion(this.buffer, 0, VDPASIM_NET_BUFFER_SIZE);
+    const frame = txc.readable;
+    const read = Math.min(frame.total, VDPASIM_NET_BUFFER_SIZE);
     this.tx.bytes += read;
-    if (!this.receiveFilter(sim, read)) {
+    if (!this.receiveFilter(sim, frame, read, hdrLen)) {
       this.rx.drops++;
       sim.complete(VDPASIM_NET_TXQ, txc, 0);
       return true;
@@ -167,7 +174,7 @@ export class VdpasimNet implements VdpaSimDevAttr {
       sim.complete(VDPASIM_NET_TXQ, txc, 0);
       return false;
     }
-    const write = rxc.writable.copyFromRegion(this.buffer, 0, read);
+    const write = frame.copyToSegments(rxc.writable, read);
     if (write <= 0) {
       // Linux stops here without returning either buffer; we return both, empty, so none leaks.
       this.rx.errors++;
@@ -183,17 +190,27 @@ export class VdpasimNet implements VdpaSimDevAttr {
   }
 
   /**
-   * Linux receive_filter: long enough for a header and a destination MAC, and that MAC is broadcast,
-   * multicast, or the config MAC. The header is 12 bytes with VERSION_1, 10 without (legacy, no
-   * MRG_RXBUF).
+   * Linux receive_filter on the first `len` bytes of the frame: long enough for a header and a
+   * destination MAC, and that MAC is broadcast, multicast, or the config MAC. The header is 12 bytes
+   * with VERSION_1, 10 without (legacy, no MRG_RXBUF). Read in place when the first segment holds them
+   * (the driver may rewrite them before the copy; it only changes what its own RX queue receives).
    */
-  private receiveFilter(sim: VdpaSim, len: number): boolean {
-    const hdrLen = sim.negotiated(VIRTIO_F_VERSION_1) ? VIRTIO_NET_HDR_V1_SIZE : VIRTIO_NET_HDR_LEGACY_SIZE;
-    if (len < ETH_ALEN + hdrLen) return false;
-    const frame = this.buffer.bytes;
+  private receiveFilter(sim: VdpaSim, frame: SegmentList, len: number, hdrLen: number): boolean {
+    const need = hdrLen + ETH_ALEN;
+    if (len < need) return false;
+    let bytes: Uint8Array;
+    let at: number;
+    if (frame.lengths[0] >= need) {
+      bytes = frame.regions[0].bytes;
+      at = frame.offsets[0] + hdrLen;
+    } else {
+      frame.copyTo(this.head, 0, need);
+      bytes = this.head;
+      at = hdrLen;
+    }
     // Multicast is the group bit of the first byte; broadcast (all ones) has it too.
-    if (frame[hdrLen] & 1) return true;
-    return macMatchesLikeStrncmp(frame, hdrLen, sim.config, VIRTIO_NET_CONFIG.mac);
+    if (bytes[at] & 1) return true;
+    return macMatchesLikeStrncmp(bytes, at, sim.config, VIRTIO_NET_CONFIG.mac);
   }
 
   /**
@@ -311,6 +328,8 @@ export interface SimNetOptions {
   indirect?: boolean;
   /** Frames per work run (default VDPASIM_WORK_BATCH). */
   workBatch?: number;
+  /** Busy-poll time in microseconds after the last progress (default VDPASIM_POLL_MICROS; 0: never). */
+  pollMicros?: number;
   /** The management device to record as the parent (devAdd passes its own). */
   mgmtdev?: MgmtDev;
 }
@@ -332,7 +351,12 @@ export function createSimNet(opts: SimNetOptions = {}): SimNet {
     throw new VdpaError("EINVAL", `bad MTU ${opts.mtu}`);
   }
   const net = new VdpasimNet(features);
-  const sim = createVdpaSim(net, { name: opts.name, dmaModel: opts.dmaModel, workBatch: opts.workBatch });
+  const sim = createVdpaSim(net, {
+    name: opts.name,
+    dmaModel: opts.dmaModel,
+    workBatch: opts.workBatch,
+    pollMicros: opts.pollMicros,
+  });
   net.setupConfig(sim.config, opts.mac, opts.mtu);
   const device = new VdpaDevice({
     ops: sim,
@@ -374,6 +398,7 @@ export function vdpasimNetMgmtDev(opts: SimMgmtDevOptions = {}): MgmtDev {
           mtu: has(config, "DEV_NET_CFG_MTU") ? config.net.mtu : undefined,
           features: has(config, "DEV_FEATURES") ? config.deviceFeatures : undefined,
           dmaModel: opts.dmaModel,
+          pollMicros: opts.pollMicros,
           mgmtdev: mdev,
         }).device;
       },

@@ -326,6 +326,22 @@ describe("vdpasim_net datapath details", () => {
     });
   }
 
+  test("a frame in odd pieces, header and MAC split, lands whole in an RX chain of odd pieces", async () => {
+    const { sim, net, driver } = start("split", "dma_map");
+    const f = frame(MAC, "pieces that split the header, the MAC and the payload at odd places");
+    const rx = driver.send(RX, [], [3, 17, 1, 2048]);
+    const dropped = frame(OTHER, "the MAC is split too, and does not match");
+    driver.send(TX, [f.subarray(0, 5), f.subarray(5, 15), f.subarray(15, 16), f.subarray(16)]);
+    driver.send(TX, [dropped.subarray(0, 13), dropped.subarray(13)]);
+    driver.kick(TX);
+    await sim.whenIdle();
+    assert.deepEqual(driver.collect(RX), [rx]);
+    assert.equal(rx.usedLen, f.length);
+    assert.deepEqual(Buffer.from(rx.written()), Buffer.from(f));
+    assert.equal(net.rx.drops, 1, "the filter read the split MAC of the second frame");
+    assert.equal(driver.collect(TX).length, 2);
+  });
+
   test("no rx buffer: the frame is consumed and counted as an rx overrun", async () => {
     const { sim, net, driver } = start("split", "set_map");
     driver.send(TX, [frame(BROADCAST, "nowhere to go")]);
