@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // vdpad: owns one vDPA bus (vhost_vdpa registered first, then virtio_vdpa, as on Linux), the simulator
-// management devices, and the management socket. `vdpad [--runtime-dir DIR] [--config FILE]
-// [--socket-mode OCTAL]`; SIGTERM/SIGINT shut it down cleanly (devices reset and deleted, socket removed).
+// management devices, and the management socket. `vdpad --help` lists the options; SIGTERM/SIGINT shut
+// it down cleanly (devices reset and deleted, socket removed).
 
 import { readFileSync, realpathSync } from "node:fs";
 import type { Socket } from "node:net";
@@ -47,6 +47,8 @@ export async function startDaemon(opts: {
   /** Mode and group of the vhost-user sockets (default 0600, the daemon's group). */
   vhostUserMode?: number;
   vhostUserGid?: number;
+  /** Busy-poll time of simulated devices, in microseconds (default VDPASIM_POLL_MICROS; 0: off). */
+  pollMicros?: number;
   /** Where log lines go (default: stderr, with a timestamp and the level). */
   log?: Log;
 }): Promise<Daemon> {
@@ -65,8 +67,8 @@ export async function startDaemon(opts: {
   bus.on("unbound", (d, drv) => log("info", `device ${d.name} unbound from ${drv.name}`));
   bus.on("device-removed", (d) => log("info", `device ${d.name} removed`));
   const mgmt = new VdpaManagement(bus);
-  mgmt.registerMgmtDev(vdpasimNetMgmtDev());
-  mgmt.registerMgmtDev(vdpasimBlkMgmtDev());
+  mgmt.registerMgmtDev(vdpasimNetMgmtDev({ pollMicros: opts.pollMicros }));
+  mgmt.registerMgmtDev(vdpasimBlkMgmtDev({ pollMicros: opts.pollMicros }));
   const dir = opts.runtimeDir ?? runtimeDir();
   const socketPath = mgmtSocketPath(dir);
   const vhostUser = new VhostUserServers(bus, vhostDriver, {
@@ -150,6 +152,16 @@ function octalMode(text: string | undefined, option: string): number | undefined
   return mode;
 }
 
+/** --poll-us: whole microseconds, 0 (never poll) to 1000000. */
+export function pollMicros(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const us = /^\d{1,7}$/.test(text) ? Number(text) : Number.NaN;
+  if (!(us >= 0 && us <= 1_000_000)) {
+    throw new Error(`--poll-us takes whole microseconds from 0 (never poll) to 1000000, not "${text}"`);
+  }
+  return us;
+}
+
 /** A group name (from /etc/group) or a numeric gid. */
 export function groupId(group: string, groupFile = "/etc/group"): number {
   if (/^\d+$/.test(group)) return Number(group);
@@ -173,18 +185,20 @@ async function main(): Promise<void> {
       "socket-group": { type: "string" },
       "vhost-user-mode": { type: "string" },
       "vhost-user-group": { type: "string" },
+      "poll-us": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) {
     process.stdout.write(
       "Usage: vdpad [--runtime-dir DIR] [--config FILE] [--socket-mode OCTAL] [--socket-group GROUP]\n" +
-        "             [--vhost-user-mode OCTAL] [--vhost-user-group GROUP]\n",
+        "             [--vhost-user-mode OCTAL] [--vhost-user-group GROUP] [--poll-us MICROSECONDS]\n",
     );
     return;
   }
   const mode = octalMode(values["socket-mode"], "--socket-mode");
   const vhostUserMode = octalMode(values["vhost-user-mode"], "--vhost-user-mode");
+  const pollUs = pollMicros(values["poll-us"]);
   const daemon = await startDaemon({
     runtimeDir: values["runtime-dir"],
     config: values.config,
@@ -192,6 +206,7 @@ async function main(): Promise<void> {
     socketGid: values["socket-group"] !== undefined ? groupId(values["socket-group"]) : undefined,
     vhostUserMode,
     vhostUserGid: values["vhost-user-group"] !== undefined ? groupId(values["vhost-user-group"]) : undefined,
+    pollMicros: pollUs,
   });
   process.stdout.write(`vdpad: management socket ${daemon.socketPath}\n`);
   stopOnSignals(daemon);

@@ -9,6 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { pollMicros, startDaemon } from "../../src/daemon/vdpad.js";
+import type { VdpaSim } from "../../src/devices/sim/index.js";
 import { request } from "../../src/mgmt-protocol/client.js";
 
 const root = fileURLToPath(new URL("../../../", import.meta.url));
@@ -110,6 +112,35 @@ test("npm start: the default devices, what to try, and a clean Ctrl-C", async ()
     assert.equal(existsSync(join(dir, "vhost-user", "vdpa0.sock")), false, "vhost-user sockets removed too");
   } finally {
     child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("vdpad --poll-us: whole microseconds from 0 to 1000000 reach the simulators; anything else is refused", async () => {
+  assert.equal(pollMicros(undefined), undefined);
+  assert.equal(pollMicros("0"), 0);
+  assert.equal(pollMicros("1000000"), 1_000_000);
+  for (const bad of ["-1", "1.5", "abc", "", "1000001", "1e3"]) {
+    assert.throws(() => pollMicros(bad), /--poll-us takes whole microseconds/, bad);
+  }
+  const dir = mkdtempSync(join(tmpdir(), "vdpad-poll-"));
+  try {
+    const daemon = await startDaemon({ runtimeDir: dir, config, pollMicros: 0, log: () => {} });
+    try {
+      const sims = daemon.bus.devices().map((d) => (d.ops as VdpaSim).pollMicros);
+      assert.deepEqual(sims, [0, 0]);
+    } finally {
+      await daemon.stop();
+    }
+    const child = spawn(process.execPath, [vdpad, "--runtime-dir", dir, "--poll-us", "soon"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let err = "";
+    child.stderr!.setEncoding("utf8");
+    child.stderr!.on("data", (d: string) => (err += d));
+    assert.equal(await exited(child), 1);
+    assert.match(err, /--poll-us takes whole microseconds from 0 \(never poll\) to 1000000, not "soon"/);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
