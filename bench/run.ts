@@ -119,7 +119,12 @@ async function vhostUser(args: Args): Promise<void> {
   const sizes = [64, 1518].filter((s) => !args.filter || `net/${s}`.includes(args.filter));
   // testpmd reports once a second; a few seconds per side whatever --seconds says for the micro benches
   const seconds = Math.max(4, args.seconds);
-  const results = await runVhostUserBench({ seconds, sizes, log: (l) => process.stderr.write(`${l}\n`) });
+  const results = await runVhostUserBench({
+    seconds,
+    sizes,
+    rounds: args.repeat,
+    log: (l) => process.stderr.write(`${l}\n`),
+  });
   for (const r of results) {
     console.log(
       JSON.stringify({
@@ -130,6 +135,7 @@ async function vhostUser(args: Args): Promise<void> {
         baseline: round(r.baseline, 3),
         baselineCase: "dpdk-net_vhost",
         ratio: round(r.value / r.baseline, 3),
+        rounds: r.rounds.map(([v, b]) => [round(v, 3), round(b, 3)]),
       }),
     );
   }

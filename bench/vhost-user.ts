@@ -5,6 +5,11 @@
 // Each side gets one core: vdpad (or the baseline back-end's forwarding lcore) on core 0, the front-end's
 // forwarding lcore on core 1. `--eth-peer` is the device's MAC so the simulator's filter passes the frames.
 // Hugepages are set up for the run only (root) and put back as they were.
+//
+// These 2-vCPU VMs switch between a fast and a slow state every few tens of seconds (DPDK's own loop
+// moves ~10 Mpps in one and ~4.4 Mpps in the other; two vCPUs sharing a core's caches or not, by the
+// look of it). So both sides run in alternating rounds (ours first, then the baseline first, ...) and
+// each keeps its best round: one slow stretch cannot make either side look worse than it is.
 
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -21,13 +26,18 @@ const EAL = ["--no-pci", "--single-file-segments", "-m", "256"];
 export interface VhostUserBenchOptions {
   seconds: number;
   sizes: number[];
+  /** Rounds per size; each side's best round is its figure. */
+  rounds: number;
   log: (line: string) => void;
 }
 
 export interface VhostUserResult {
   size: number;
+  /** Best round of each side (Mpps). */
   value: number;
   baseline: number;
+  /** Every round, in order: [vdpa-ts, DPDK] in Mpps. */
+  rounds: [number, number][];
 }
 
 function has(cmd: string): boolean {
@@ -109,6 +119,50 @@ async function stop(child: ChildProcess): Promise<void> {
   await exited;
 }
 
+/** One vdpa-ts round: a fresh vdpad on core 0 with the default devices, the front-end on its vdpa0. */
+async function vdpaTsRound(dir: string, size: number, seconds: number): Promise<number> {
+  const vdpad = spawn(
+    "taskset",
+    [
+      "-c",
+      "0",
+      process.execPath,
+      join(root, "dist/src/daemon/vdpad.js"),
+      "--runtime-dir",
+      dir,
+      "--config",
+      join(root, "config/default.json"),
+    ],
+    { stdio: "ignore" },
+  );
+  try {
+    const socket = join(dir, "vhost-user", "vdpa0.sock");
+    await waitFor(socket);
+    return await frontEnd(socket, size, seconds, MAC);
+  } finally {
+    await stop(vdpad);
+  }
+}
+
+/** One baseline round: DPDK's net_vhost back-end forwarding on core 0. */
+async function dpdkRound(dir: string, size: number, seconds: number): Promise<number> {
+  const sock = join(dir, "dpdk-vhost.sock");
+  rmSync(sock, { force: true });
+  const be = testpmd(
+    `vdpats-be-${process.pid}`,
+    "0-1",
+    1,
+    [`--vdev=net_vhost0,iface=${sock}`],
+    ["--forward-mode=io", "--auto-start", "--nb-cores=1", "--stats-period=5"],
+  );
+  try {
+    await waitFor(sock);
+    return await frontEnd(sock, size, seconds);
+  } finally {
+    await stop(be);
+  }
+}
+
 export async function runVhostUserBench(opts: VhostUserBenchOptions): Promise<VhostUserResult[]> {
   if (!has("dpdk-testpmd")) throw new Error("needs dpdk-testpmd: apt-get install -y dpdk-dev");
   if (process.getuid?.() !== 0) throw new Error("needs root (hugepages)");
@@ -117,49 +171,30 @@ export async function runVhostUserBench(opts: VhostUserBenchOptions): Promise<Vh
   const results: VhostUserResult[] = [];
   try {
     for (const size of opts.sizes) {
-      // vdpa-ts: vdpad on core 0 with the default devices
-      opts.log(`vhost-user: net/${size}: vdpad + vdpasim_net`);
-      const vdpad = spawn(
-        "taskset",
-        [
-          "-c",
-          "0",
-          process.execPath,
-          join(root, "dist/src/daemon/vdpad.js"),
-          "--runtime-dir",
-          dir,
-          "--config",
-          join(root, "config/default.json"),
-        ],
-        { stdio: "ignore" },
-      );
-      let value: number;
-      try {
-        const socket = join(dir, "vhost-user", "vdpa0.sock");
-        await waitFor(socket);
-        value = await frontEnd(socket, size, opts.seconds, MAC);
-      } finally {
-        await stop(vdpad);
+      const rounds: [number, number][] = [];
+      for (let r = 0; r < opts.rounds; r++) {
+        const at = `vhost-user: net/${size} round ${r + 1}/${opts.rounds}`;
+        let ours = 0;
+        let theirs = 0;
+        // Alternate which side goes first, so a drift in the machine's state favours neither.
+        for (const side of r % 2 === 0 ? ["vdpa-ts", "dpdk"] : ["dpdk", "vdpa-ts"]) {
+          if (side === "vdpa-ts") {
+            opts.log(`${at}: vdpad + vdpasim_net`);
+            ours = await vdpaTsRound(dir, size, opts.seconds);
+          } else {
+            opts.log(`${at}: DPDK net_vhost`);
+            theirs = await dpdkRound(dir, size, opts.seconds);
+          }
+        }
+        opts.log(`${at}: vdpa-ts ${ours.toFixed(3)} Mpps, DPDK ${theirs.toFixed(3)} Mpps`);
+        rounds.push([ours, theirs]);
       }
-      // baseline: DPDK's net_vhost back-end forwarding on core 0
-      opts.log(`vhost-user: net/${size}: DPDK net_vhost`);
-      const sock = join(dir, "dpdk-vhost.sock");
-      rmSync(sock, { force: true });
-      const be = testpmd(
-        `vdpats-be-${process.pid}`,
-        "0-1",
-        1,
-        [`--vdev=net_vhost0,iface=${sock}`],
-        ["--forward-mode=io", "--auto-start", "--nb-cores=1", "--stats-period=5"],
-      );
-      let baseline: number;
-      try {
-        await waitFor(sock);
-        baseline = await frontEnd(sock, size, opts.seconds);
-      } finally {
-        await stop(be);
-      }
-      results.push({ size, value, baseline });
+      results.push({
+        size,
+        value: Math.max(...rounds.map(([v]) => v)),
+        baseline: Math.max(...rounds.map(([, b]) => b)),
+        rounds,
+      });
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
