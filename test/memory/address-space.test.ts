@@ -462,25 +462,31 @@ describe("SegmentList copies", () => {
     assert.equal(l.copyToRegion(dst, 0, 10, 13), 0, "skip everything");
   });
 
+  /** A list of [offset, length] pieces of one region. */
+  function listOf(region: SharedMemoryRegion, pieces: [number, number][]): SegmentList {
+    const l = new SegmentList(Math.max(pieces.length, 1));
+    for (const [off, len] of pieces) {
+      l.regions[l.count] = region;
+      l.offsets[l.count] = off;
+      l.lengths[l.count] = len;
+      l.count++;
+      l.total += len;
+    }
+    return l;
+  }
+
   test("copyToSegments: list to list with no buffer between, cut at len and at either total", () => {
     const { r, l } = pieces();
     r.bytes.set([1, 2, 3, 4], 4);
     r.bytes.set([5, 6, 7, 8, 9, 10], 20);
     r.bytes.set([11, 12, 13], 40);
-    // Destination pieces that split differently from the source: [0, 2) [8, 13) [100, 200) of another region.
+    // Destination pieces that split differently from the source, in another region.
     const d = new SharedMemoryRegion(PAGE, "d");
-    const dst = new SegmentList(3);
-    for (const [off, len] of [
+    const dst = listOf(d, [
       [0, 2],
       [8, 5],
       [100, 100],
-    ]) {
-      dst.regions[dst.count] = d;
-      dst.offsets[dst.count] = off;
-      dst.lengths[dst.count] = len;
-      dst.count++;
-      dst.total += len;
-    }
+    ]);
     assert.equal(l.copyToSegments(dst, 1000), 13, "the source's total");
     assert.deepEqual([...dst.toBytes().subarray(0, 13)], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
     assert.equal(d.bytes[2], 0, "nothing between destination segments");
@@ -489,24 +495,13 @@ describe("SegmentList copies", () => {
     assert.equal(l.copyToSegments(dst, 5), 5, "len");
     assert.deepEqual([...d.bytes.subarray(0, 2)], [1, 2]);
     assert.deepEqual([...d.bytes.subarray(8, 14)], [3, 4, 5, 0, 0, 0]);
-    const small = new SegmentList(1);
-    small.regions[0] = d;
-    small.offsets[0] = 300;
-    small.lengths[0] = 4;
-    small.count = 1;
-    small.total = 4;
+    const small = listOf(d, [[300, 4]]);
     assert.equal(l.copyToSegments(small, 1000), 4, "the destination's total");
     assert.deepEqual([...d.bytes.subarray(300, 305)], [1, 2, 3, 4, 0]);
-    assert.equal(l.copyToSegments(new SegmentList(1), 10), 0, "nothing to write into");
-    assert.equal(new SegmentList(1).copyToSegments(dst, 10), 0, "nothing to read");
-    // One segment each (the fast path), word-aligned and not.
-    const one = new SegmentList(1);
-    one.regions[0] = r;
-    one.offsets[0] = 20;
-    one.lengths[0] = 6;
-    one.count = 1;
-    one.total = 6;
-    assert.equal(one.copyToSegments(small, 6), 4);
+    assert.equal(l.copyToSegments(listOf(d, []), 10), 0, "nothing to write into");
+    assert.equal(listOf(d, []).copyToSegments(dst, 10), 0, "nothing to read");
+    // One segment each: the fast path.
+    assert.equal(listOf(r, [[20, 6]]).copyToSegments(small, 6), 4);
     assert.deepEqual([...d.bytes.subarray(300, 304)], [5, 6, 7, 8]);
   });
 
