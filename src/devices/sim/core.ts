@@ -719,10 +719,7 @@ export class VdpaSim implements VdpaConfigOps {
         this.faultQueue(vq, err as Error);
         continue;
       }
-      if (vq.notifyPending) {
-        vq.notifyPending = false;
-        if (vq.cb) this.callBack(vq.cb);
-      }
+      this.deliverNotification(vq);
     }
   }
 
@@ -731,6 +728,13 @@ export class VdpaSim implements VdpaConfigOps {
     if (vq.pendingUsed === 0 || !vq.ring) return;
     vq.pendingUsed = 0;
     if (vq.ring.publishUsed()) vq.notifyPending = true;
+  }
+
+  /** Calls the driver back if a publish of this run asked for it. */
+  private deliverNotification(vq: SimVirtqueue): void {
+    if (!vq.notifyPending) return;
+    vq.notifyPending = false;
+    if (vq.cb) this.callBack(vq.cb);
   }
 
   /**
@@ -750,10 +754,7 @@ export class VdpaSim implements VdpaConfigOps {
     if (vq.ring) vq.state = vq.ring.getState();
     vq.ring = null;
     vq.pendingUsed = 0;
-    if (vq.notifyPending) {
-      vq.notifyPending = false;
-      if (vq.cb) this.callBack(vq.cb);
-    }
+    this.deliverNotification(vq);
     this.raiseNeedsReset(vq.fault);
   }
 
@@ -832,7 +833,7 @@ export class VdpaSim implements VdpaConfigOps {
     this.schedule();
   }
 
-  /** Asks the driver not to kick any ring in use (used.flags NO_NOTIFY, or a still avail_event). */
+  /** Asks the driver not to kick any ring in use (split: NO_NOTIFY or avail_event behind it; packed: DISABLE). */
   private suppressNotifications(): void {
     for (const vq of this.vqs) {
       if (!vq.ring || vq.fault) continue;
